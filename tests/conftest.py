@@ -1,0 +1,38 @@
+"""Shared fixtures: the real Tstat data in ../shared/data/tstat, copied per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+DATA = Path(os.environ.get("TSTAT_DATA", Path(__file__).resolve().parents[2] / "shared/data/tstat"))
+VARIANTS = ("full", "core", "advanced", "inprogress")
+
+
+def copy_variant(variant: str, dest: Path) -> Path:
+    """A writable copy of one variant's Tstat root (the shared data is read-only)."""
+    root = dest / variant
+    shutil.copytree(DATA / variant, root)
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.fail(f"real Tstat data not found at {DATA} (set TSTAT_DATA)")
+    return DATA
+
+
+@pytest.fixture
+def tstat_root(tmp_path: Path, data_dir: Path):
+    """Factory: `tstat_root("full")` gives a fresh writable copy of that variant."""
+
+    def make(variant: str = "full") -> Path:
+        return copy_variant(variant, tmp_path)
+
+    return make

@@ -1,0 +1,110 @@
+"""Files tstat_send keeps on disk: the run lock, progress state and .processed markers.
+
+Every write is atomic (temporary file in the same directory, then rename), so a crash
+or a full disk leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import AlreadyRunning, StateError
+
+log = logging.getLogger(__name__)
+
+# Tstat names each rotated directory after the packet time that opened it.
+TSTAT_DIR_RE = re.compile(r"^\d{4}_\d{2}_\d{2}_\d{2}_\d{2}\.out$")
+
+PROCESSED_NAME = ".processed"
+STATE_NAME = ".tstat_send.state"
+LOCK_NAME = ".tstat_transport.lock"
+
+
+def is_tstat_dir_name(name: str) -> bool:
+    """True for names Tstat gives its rotated directories (`2016_02_17_12_53.out`)."""
+    return TSTAT_DIR_RE.match(name) is not None
+
+
+def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Replace `path` with `data` in one step.
+
+    With `durable`, the file and the rename are fsynced, so the new content
+    survives a power cut too; without it, a killed process still leaves a whole
+    file (the kernel keeps the page cache), which is what progress checkpoints need.
+    Raises StateError (naming the path and the cause, e.g. no space left).
+    """
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        if durable:
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+    except OSError as exc:
+        reason = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror
+        raise StateError(f"cannot write {path}: {reason}") from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def write_json_atomic(path: Path, obj: Any, durable: bool = True) -> None:
+    write_atomic(path, json.dumps(obj, sort_keys=True).encode() + b"\n", durable=durable)
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in `path`, or None if it is missing or unreadable (a warning says which)."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("%s: ignoring unreadable state file (%s)", path, exc)
+        return None
+
+
+@contextlib.contextmanager
+def run_lock(root: Path) -> Iterator[Path]:
+    """Hold an exclusive, non-blocking lock on `root` for tstat_send and tstat_cull.
+
+    The lock file is never deleted: deleting it would let a second run lock a new
+    inode while the first still holds the old one. The kernel drops the lock when
+    the process dies, so a killed run never leaves a stale lock behind.
+    Raises AlreadyRunning if another process holds it, StateError if it cannot be created.
+    """
+    path = root / LOCK_NAME
+    try:
+        f = open(path, "a")
+    except OSError as exc:
+        raise StateError(f"cannot open lock file {path}: {exc.strerror}") from exc
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlreadyRunning(
+                f"another tstat_send or tstat_cull is working on {root} (lock {path} is held)"
+            ) from None
+        try:
+            yield path
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,30 @@
+"""Logging for the command-line tools: one line per event on stderr."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
+
+
+def setup_logging(verbose: bool = False, debug: bool = False, quiet: bool = False) -> None:
+    """Configure the root logger for a CLI run.
+
+    Default WARNING (cron mails any output, so a good run is silent); -v INFO;
+    -D DEBUG for our own modules and pika's protocol detail.
+    """
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    if quiet and not (verbose or debug):
+        level = logging.ERROR
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_tstat_transport", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._tstat_transport = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%dT%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    # pika logs every frame at DEBUG and reconnect noise at INFO/WARNING: only -D shows it.
+    logging.getLogger("pika").setLevel(logging.DEBUG if debug else logging.ERROR)

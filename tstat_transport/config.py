@@ -37,7 +37,7 @@ class Settings:
     instance: str | int = 0
     single: bool = False
     include_newest: bool = False
-    compact: bool = False
+    pretty: bool = False
     config_path: Path | None = None
 
     @property

@@ -1,0 +1,3 @@
+from .cli import _module_main
+
+_module_main()

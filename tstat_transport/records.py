@@ -267,13 +267,14 @@ def _udp_source(index: dict[str, int]) -> tuple[str, dict[str, int], tuple[str, 
             src_ip=f"{src}_ip", src_port=f"{src}_port", dst_ip=f"{dst}_ip",
             dst_port=f"{dst}_port", protocol="udp",
         )  # fmt: skip
-        # Tstat writes UDP c_durat/s_durat in seconds (TCP durat is in ms); 0.6.5
-        # divided them by 1000 anyway. Here duration is in seconds, like TCP's.
+        # Tstat writes UDP c_durat/s_durat in seconds with 6 decimals (TCP durat is
+        # in ms); 0.6.5 divided them by 1000 anyway. Here duration is in seconds like
+        # TCP's, and the rates use the full microsecond precision, as TCP's do.
         body += [
             f"    bits = int(f[{index[prefix + 'bytes_all']}]) * 8",
             "    if bits >= threshold:",
             f"        packets = int(f[{index[prefix + 'pkts_all']}])",
-            f"        seconds = round(float(f[{index[prefix + 'durat']}]), 3)",
+            f"        seconds = float(f[{index[prefix + 'durat']}])",
             "        duration = round(seconds, 2)",
             f"        start = int(round(float(f[{index[prefix + 'first_abs']}]), 3) / 1000)",
             '        out.append({"type": "flow", "interval": 600, "values": {'

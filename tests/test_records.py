@@ -1,0 +1,222 @@
+"""Rows of the real Tstat logs to flow objects: exact objects, levels, the original's output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers import jsonl_objects
+
+from tstat_transport.reader import parse_header
+from tstat_transport.records import LogFormatError, Options, compile_converter
+
+OPTS = Options(threshold_bits=0, sensor="s1", instance=0)
+
+
+def real_row(data_dir: Path, variant: str, rel: str, line: int) -> tuple[list[str], list[str]]:
+    """The header and the fields of line `line` (1-based) of a real log file."""
+    lines = (data_dir / variant / rel).read_text().split("\n")
+    return parse_header(lines[0]), lines[line - 1].split(" ")
+
+
+def convert(data_dir, variant, rel, line, protocol, options=OPTS):
+    names, fields = real_row(data_dir, variant, rel, line)
+    return compile_converter(protocol, names, options).convert(fields)
+
+
+def meta(src_ip, src_port, dst_ip, dst_port, protocol, sensor="s1", instance=0):
+    return {"src_ip": src_ip, "src_port": src_port, "dst_ip": dst_ip, "dst_port": dst_port,
+            "protocol": protocol, "sensor_id": sensor, "instance_id": instance,
+            "flow_type": "tstat"}  # fmt: skip
+
+
+def tcp_values(duration, bits, packets, bps, pps, rtt, cwin, mss, seg, win_scl=10, sack=0):
+    """TCP values in the contract's key order; rtt = (avg, min, max, std), cwin = (min, max, ini)."""
+    return {
+        "duration": duration, "num_bits": bits, "num_packets": packets,
+        "bits_per_second": bps, "packets_per_second": pps,
+        "tcp_rexmit_bytes": 0, "tcp_rexmit_pkts": 0,
+        "tcp_rtt_avg": rtt[0], "tcp_rtt_min": rtt[1], "tcp_rtt_max": rtt[2], "tcp_rtt_std": rtt[3],
+        "tcp_pkts_rto": 0, "tcp_pkts_fs": 0, "tcp_pkts_reor": 0, "tcp_pkts_dup": 0,
+        "tcp_pkts_unk": 0, "tcp_pkts_fc": 0, "tcp_pkts_unrto": 0, "tcp_pkts_unfs": 0,
+        "tcp_cwin_min": cwin[0], "tcp_cwin_max": cwin[1], "tcp_out_seq_pkts": 0,
+        "tcp_window_scale": win_scl, "tcp_mss": mss, "tcp_max_seg_size": seg[0],
+        "tcp_min_seg_size": seg[1], "tcp_win_max": cwin[1], "tcp_win_min": cwin[0],
+        "tcp_initial_cwin": cwin[2], "tcp_sack_cnt": sack,
+    }  # fmt: skip
+
+
+def flow(values, meta_, start, end):
+    return {"type": "flow", "interval": 600, "values": values, "meta": meta_,
+            "start": start, "end": end}  # fmt: skip
+
+
+def test_tcp_ipv4_row_gives_both_directions_exactly(data_dir):
+    # full/2026_11_24_19_22.out/log_tcp_complete line 2: an HTTP GET, 10.10.0.1 -> 10.20.2.2:80,
+    # c_bytes_uniq 103, s_bytes_uniq 845, durat 9.792 ms, c_mss = s_mss = 8960.
+    objs = convert(data_dir, "full", "2026_11_24_19_22.out/log_tcp_complete", 2, "tcp")
+    assert objs == [
+        flow(tcp_values(0.01, 824, 1, 84150.33, 102.12, (2.276, 2.146, 2.476, 0.176),
+                        (103, 103, 103), 8960, (103, 103)),
+             meta("10.10.0.1", 35438, "10.20.2.2", 80, "tcp"), 1795548169, 1795548169),
+        flow(tcp_values(0.01, 6760, 2, 690359.48, 204.25, (0.016, 0.007, 0.022, 0.007),
+                        (201, 644, 201), 8960, (644, 201)),
+             meta("10.20.2.2", 80, "10.10.0.1", 35438, "tcp"), 1795548169, 1795548169),
+    ]  # fmt: skip
+    # Key order is part of the contract (consumers and diffs rely on it).
+    assert list(objs[0]) == ["type", "interval", "values", "meta", "start", "end"]
+    assert list(objs[0]["values"]) == list(tcp_values(*[0] * 5, *[(0,) * 4, (0,) * 3, 0, (0, 0)]))
+
+
+def test_tcp_ipv6_row(data_dir):
+    # full/2026_11_24_19_18.out line 5: fd00:10::2 -> fd00:20:1::1:80 over the ~40 ms path,
+    # MSS 8940 (IPv6).
+    objs = convert(data_dir, "full", "2026_11_24_19_18.out/log_tcp_complete", 5, "tcp")
+    assert objs == [
+        flow(tcp_values(0.12, 1056, 1, 8466.29, 8.02, (40.575, 40.354, 40.772, 0.21),
+                        (132, 132, 132), 8940, (132, 132)),
+             meta("fd00:10::2", 55824, "fd00:20:1::1", 80, "tcp"), 1795547929, 1795547929),
+        flow(tcp_values(0.12, 5008, 2, 40150.73, 16.03, (0.157, 0.022, 0.409, 0.219),
+                        (201, 425, 201), 8940, (425, 201)),
+             meta("fd00:20:1::1", 80, "fd00:10::2", 55824, "tcp"), 1795547929, 1795547929),
+    ]  # fmt: skip
+
+
+def test_udp_ipv6_row_duration_in_seconds(data_dir):
+    # full/2026_11_24_19_22.out/log_udp_complete line 7: c_durat 0.009543 s, s_durat 0.009265 s.
+    objs = convert(data_dir, "full", "2026_11_24_19_22.out/log_udp_complete", 7, "udp")
+    udp = lambda d, b, p, bps, pps: {"duration": d, "num_bits": b, "num_packets": p,  # noqa: E731
+                                    "bits_per_second": bps, "packets_per_second": pps}
+    assert objs == [
+        flow(udp(0.01, 5296, 5, 554961.75, 523.94),
+             meta("fd00:10::2", 40920, "fd00:20:2::1", 9996, "udp"), 1795547979, 1795547979),
+        flow(udp(0.01, 20072, 5, 2166432.81, 539.67),
+             meta("fd00:20:2::1", 9996, "fd00:10::2", 40920, "udp"), 1795547979, 1795547979),
+    ]  # fmt: skip
+
+
+def test_udp_long_flow_end_and_threshold_keeps_one_direction(data_dir):
+    # full/2026_11_24_19_24.out/log_udp_complete line 61: iperf3 -u for 10 s, 50 000 004 bytes
+    # client->server, 4 bytes back with s_durat 0.
+    opts = Options(threshold_bits=40 * 8_000_000, sensor="s1", instance=0)
+    objs = convert(data_dir, "full", "2026_11_24_19_24.out/log_udp_complete", 61, "udp", opts)
+    assert objs == [
+        flow({"duration": 10.04, "num_bits": 400000032, "num_packets": 6251,
+              "bits_per_second": 39840771.59, "packets_per_second": 622.61},
+             meta("10.10.0.1", 55025, "10.20.1.1", 5201, "udp"), 1795548128, 1795548138),
+    ]  # fmt: skip
+    zero = convert(data_dir, "full", "2026_11_24_19_24.out/log_udp_complete", 61, "udp")[1]
+    assert zero["values"] == {"duration": 0.0, "num_bits": 32, "num_packets": 1,
+                              "bits_per_second": 0, "packets_per_second": 0}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("threshold_mb", "kept"),
+    [(1363.148836, ["in"]), (1363.148837, []), (0.0, ["in", "out"])],
+)
+def test_threshold_edge_is_inclusive(data_dir, threshold_mb, kept):
+    # full/2026_11_24_19_18.out line with c_bytes_uniq = 1 363 148 836 (iperf3 upload), s 0.
+    lines = (data_dir / "full/2026_11_24_19_18.out/log_tcp_complete").read_text().split("\n")
+    line = next(i for i, t in enumerate(lines, 1) if " 1363148836 " in t)
+    opts = Options(threshold_bits=threshold_mb * 8_000_000, sensor="s1", instance=0)
+    objs = convert(data_dir, "full", "2026_11_24_19_18.out/log_tcp_complete", line, "tcp", opts)
+    directions = ["in" if o["meta"]["src_ip"] == "10.10.0.1" else "out" for o in objs]
+    assert directions == kept
+    if kept:
+        assert objs[0]["values"]["num_bits"] == 1363148836 * 8
+
+
+def run_n(root: Path, *extra: str) -> list[dict]:
+    out = subprocess.run(
+        [sys.executable, "-m", "tstat_transport", "-N", "-T", "0", "--include-newest",
+         "-S", "testsensor", "-d", str(root), *extra],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return jsonl_objects(out.stdout)
+
+
+def _key(obj):
+    return json.dumps(obj, sort_keys=True)
+
+
+def test_matches_original_065_output_for_full(data_dir, tmp_path):
+    """Every object 0.6.5 printed for full/, in the same order, equal field for field;
+    UDP timing fields differ only by the documented fix (seconds, not ms)."""
+    for expected_file in sorted((data_dir / "expected-original/full").glob("*.json")):
+        expected = json.loads(expected_file.read_text())
+        root = tmp_path / expected_file.stem
+        shutil.copytree(data_dir / "full" / expected_file.stem, root / expected_file.stem)
+        ours = run_n(root)
+        assert len(ours) == len(expected), expected_file.name
+        udp_lines = {}
+        udp_log = data_dir / "full" / expected_file.stem / "log_udp_complete"
+        names = parse_header(udp_log.read_text().split("\n")[0])
+        for text in udp_log.read_text().split("\n")[1:]:
+            if text:
+                row = dict(zip(names, text.split(" ")))
+                udp_lines[(row["c_ip"], int(row["c_port"]))] = row
+        for mine, theirs in zip(ours, expected):
+            if mine["meta"]["protocol"] == "udp":
+                m = mine["meta"]
+                client = (m["src_ip"], m["src_port"])
+                row = udp_lines.get(client) or udp_lines[(m["dst_ip"], m["dst_port"])]
+                prefix = "c_" if client in udp_lines else "s_"
+                seconds = float(row[prefix + "durat"])
+                # 0.6.5 took Tstat's seconds for milliseconds.
+                assert theirs["values"]["duration"] == round(round(seconds, 3) / 1000, 2)
+                assert mine["values"]["duration"] == round(seconds, 2)
+                assert mine["end"] == int(mine["start"] + round(seconds, 2))
+                for key in ("duration", "bits_per_second", "packets_per_second"):
+                    mine["values"].pop(key)
+                    theirs["values"].pop(key)
+                mine.pop("end")
+                theirs.pop("end")
+            assert mine == theirs
+            assert list(mine["values"]) == list(theirs["values"])
+
+
+def test_each_level_gives_the_same_flows(data_dir, tmp_path, tstat_root):
+    """full (#15#), advanced (#31#, repeated column names) and core (#00#) come from one
+    capture: the same flows, with core lacking only the optional columns' keys."""
+    full = run_n(tstat_root("full"))
+    advanced = run_n(tstat_root("advanced"))
+    core = run_n(tstat_root("core"))
+    assert len(full) == len(advanced) == len(core) == 1998
+    assert Counter(map(_key, full)) == Counter(map(_key, advanced))
+    core_keys = ["duration", "num_bits", "num_packets", "bits_per_second",
+                 "packets_per_second", "tcp_rexmit_bytes", "tcp_rexmit_pkts", "tcp_out_seq_pkts"]  # fmt: skip
+    tcp_core = [o for o in core if o["meta"]["protocol"] == "tcp"]
+    assert tcp_core and all(list(o["values"]) == core_keys for o in tcp_core)
+    stripped = []
+    for obj in full:
+        obj = json.loads(json.dumps(obj))
+        if obj["meta"]["protocol"] == "tcp":
+            obj["values"] = {k: obj["values"][k] for k in core_keys}
+        stripped.append(obj)
+    assert Counter(map(_key, stripped)) == Counter(map(_key, core))
+
+
+def test_header_names_are_cleaned():
+    assert parse_header("#15#c_ip:1 c_port:2 s_ip:3\n") == ["c_ip", "c_port", "s_ip"]
+    assert parse_header("#c_ip:1 c_port:2\n") == ["c_ip", "c_port"]
+    assert parse_header("#00#c_ip:1\n") == ["c_ip"]
+    with pytest.raises(LogFormatError):
+        parse_header("10.0.0.1 80 3\n")
+
+
+def test_missing_required_column_is_a_format_error():
+    with pytest.raises(LogFormatError, match="durat"):
+        compile_converter("tcp", ["c_ip", "c_port", "s_ip", "s_port", "first", "last"], OPTS)
+
+
+def test_advanced_repeated_names_use_first_occurrence(data_dir):
+    names, fields = real_row(data_dir, "advanced", "2026_11_24_19_18.out/log_tcp_complete", 2)
+    assert names.count("c_pkts_data") == 2
+    first = names.index("c_pkts_data")
+    objs = compile_converter("tcp", names, OPTS).convert(fields)
+    assert objs[0]["values"]["num_packets"] == int(fields[first])

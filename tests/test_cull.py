@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tstat_transport.cull import CullReport, cull_main, remove_expired, scan
+from tstat_transport.cull import CullReport, build_parser, cull_main, remove_expired, scan
 from tstat_transport.state import LOCK_NAME, PROCESSED_NAME, run_lock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -582,3 +582,9 @@ def test_bin_tstat_cull_usage_error_has_no_traceback(tmp_path):
 
     assert done.returncode == 2
     assert done.stderr == f"tstat_cull: error: -d {tmp_path / 'nope'}: no such directory\n"
+
+
+def test_every_option_is_documented():
+    doc = (REPO / "doc" / "cull.md").read_text()
+    options = [o for a in build_parser()._actions for o in a.option_strings]
+    assert [o for o in options if f"`{o}" not in doc and o not in ("-h", "--help")] == []

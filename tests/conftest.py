@@ -21,11 +21,20 @@ def copy_variant(variant: str, dest: Path) -> Path:
     return root
 
 
+def _listing(root: Path) -> list[tuple[str, int, int]]:
+    return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """The shared real data, read-only by contract (tests run as root, so the file
+    modes do not enforce it): the session fails if anything in it changed."""
     if not DATA.is_dir():
         pytest.fail(f"real Tstat data not found at {DATA} (set TSTAT_DATA)")
-    return DATA
+    before = _listing(DATA)
+    yield DATA
+    after = _listing(DATA)
+    assert after == before, f"a test modified the shared data in {DATA}"
 
 
 @pytest.fixture

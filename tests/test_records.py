@@ -36,7 +36,10 @@ def meta(src_ip, src_port, dst_ip, dst_port, protocol, sensor="s1", instance=0):
 
 
 def tcp_values(duration, bits, packets, bps, pps, rtt, cwin, mss, seg, win_scl=10, sack=0):
-    """TCP values in the contract's key order; rtt = (avg, min, max, std), cwin = (min, max, ini)."""
+    """TCP values in the contract's key order.
+
+    rtt = (avg, min, max, std), cwin = (min, max, ini), seg = (mss_max, mss_min).
+    """
     return {
         "duration": duration, "num_bits": bits, "num_packets": packets,
         "bits_per_second": bps, "packets_per_second": pps,
@@ -90,8 +93,14 @@ def test_tcp_ipv6_row(data_dir):
 def test_udp_ipv6_row_duration_in_seconds(data_dir):
     # full/2026_11_24_19_22.out/log_udp_complete line 7: c_durat 0.009543 s, s_durat 0.009265 s.
     objs = convert(data_dir, "full", "2026_11_24_19_22.out/log_udp_complete", 7, "udp")
-    udp = lambda d, b, p, bps, pps: {"duration": d, "num_bits": b, "num_packets": p,  # noqa: E731
-                                    "bits_per_second": bps, "packets_per_second": pps}
+    def udp(d, b, p, bps, pps):
+        return {
+            "duration": d,
+            "num_bits": b,
+            "num_packets": p,
+            "bits_per_second": bps,
+            "packets_per_second": pps,
+        }
     assert objs == [
         flow(udp(0.01, 5296, 5, 554961.75, 523.94),
              meta("fd00:10::2", 40920, "fd00:20:2::1", 9996, "udp"), 1795547979, 1795547979),
@@ -188,8 +197,10 @@ def test_each_level_gives_the_same_flows(data_dir, tmp_path, tstat_root):
     core = run_n(tstat_root("core"))
     assert len(full) == len(advanced) == len(core) == 1998
     assert Counter(map(_key, full)) == Counter(map(_key, advanced))
-    core_keys = ["duration", "num_bits", "num_packets", "bits_per_second",
-                 "packets_per_second", "tcp_rexmit_bytes", "tcp_rexmit_pkts", "tcp_out_seq_pkts"]  # fmt: skip
+    core_keys = [
+        "duration", "num_bits", "num_packets", "bits_per_second", "packets_per_second",
+        "tcp_rexmit_bytes", "tcp_rexmit_pkts", "tcp_out_seq_pkts",
+    ]  # fmt: skip
     tcp_core = [o for o in core if o["meta"]["protocol"] == "tcp"]
     assert tcp_core and all(list(o["values"]) == core_keys for o in tcp_core)
     stripped = []

@@ -54,35 +54,80 @@ def build_send_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-d", "--directory", metavar="DIR", required=True,
-                   help="Tstat output root holding the YYYY_MM_DD_HH_MM.out directories")
-    p.add_argument("-c", "--config", metavar="FILE", default="./config.ini",
-                   help="transport config file (default: %(default)s; not needed with -N)")
-    p.add_argument("-T", "--threshold", metavar="MB", type=float, default=1000.0,
-                   help="send a direction of a flow only if it moved at least MB "
-                   "megabytes (default: %(default)g; 0 sends every flow)")
-    p.add_argument("-t", "--transport", metavar="NAME", default="rabbit",
-                   help="transport: " + ", ".join(sorted(available())) + " (default: %(default)s)")
-    p.add_argument("-S", "--sensor", metavar="ID",
-                   help="sensor_id in every flow (default: this host's name)")
-    p.add_argument("-I", "--instance", metavar="ID",
-                   help="instance_id in every flow, for sensors running several Tstat "
-                   "(default: 0; a value given here is sent as a string, as 0.6.5 did)")
-    p.add_argument("-s", "--single", action="store_true",
-                   help="stop after the first directory that produced data")
-    p.add_argument("-N", "--no-transport", action="store_true",
-                   help="print the messages to standard output instead of sending them; "
-                   "marks nothing (same as -t stdout)")
-    p.add_argument("--pretty", action="store_true",
-                   help="with -N, print each message indented as 0.6.5 did instead of one "
-                   "compact JSON array per line")
-    p.add_argument("--include-newest", action="store_true",
-                   help="also send the newest directory (Tstat has stopped, or an offline "
-                   "capture); by default it is left until a newer one exists")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="log each directory and a summary line of the run")
-    p.add_argument("-D", "--debug", action="store_true",
-                   help="log protocol detail (never passwords)")
+    p.add_argument(
+        "-d",
+        "--directory",
+        metavar="DIR",
+        required=True,
+        help="Tstat output root holding the YYYY_MM_DD_HH_MM.out directories",
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default="./config.ini",
+        help="transport config file (default: %(default)s; not needed with -N)",
+    )
+    p.add_argument(
+        "-T",
+        "--threshold",
+        metavar="MB",
+        type=float,
+        default=1000.0,
+        help="send a direction of a flow only if it moved at least MB "
+        "megabytes (default: %(default)g; 0 sends every flow)",
+    )
+    p.add_argument(
+        "-t",
+        "--transport",
+        metavar="NAME",
+        default="rabbit",
+        help="transport: " + ", ".join(sorted(available())) + " (default: %(default)s)",
+    )
+    p.add_argument(
+        "-S", "--sensor", metavar="ID", help="sensor_id in every flow (default: this host's name)"
+    )
+    p.add_argument(
+        "-I",
+        "--instance",
+        metavar="ID",
+        help="instance_id in every flow, for sensors running several Tstat "
+        "(default: 0; a value given here is sent as a string, as 0.6.5 did)",
+    )
+    p.add_argument(
+        "-s",
+        "--single",
+        action="store_true",
+        help="stop after the first directory that produced data",
+    )
+    p.add_argument(
+        "-N",
+        "--no-transport",
+        action="store_true",
+        help="print the messages to standard output instead of sending them; "
+        "marks nothing (same as -t stdout)",
+    )
+    p.add_argument(
+        "--pretty",
+        action="store_true",
+        help="with -N, print each message indented as 0.6.5 did instead of one "
+        "compact JSON array per line",
+    )
+    p.add_argument(
+        "--include-newest",
+        action="store_true",
+        help="also send the newest directory (Tstat has stopped, or an offline "
+        "capture); by default it is left until a newer one exists",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log each directory and a summary line of the run",
+    )
+    p.add_argument(
+        "-D", "--debug", action="store_true", help="log protocol detail (never passwords)"
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -133,7 +178,10 @@ def run_send(settings: Settings, stats: RunStats) -> int:
 
 def send_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of tstat_send; returns the exit code."""
-    args = build_send_parser().parse_args(argv)
+    try:
+        args = build_send_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: already printed
+        return int(exc.code or 0)
     setup_logging(verbose=args.verbose, debug=args.debug)
     stats = RunStats()
     code = EXIT_OK

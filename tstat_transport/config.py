@@ -117,8 +117,14 @@ class ConfigFile:
             shown = "<hidden>" if "pass" in key.lower() else repr(raw)
             raise ConfigError(f"{self._where(section, key)} = {shown}: expected {want}") from None
 
-    def get_int(self, section: str, key: str, default: object = _MISSING, lo: int | None = None,
-                hi: int | None = None) -> int:
+    def get_int(
+        self,
+        section: str,
+        key: str,
+        default: object = _MISSING,
+        lo: int | None = None,
+        hi: int | None = None,
+    ) -> int:
         want = "an integer" + (f" {lo}-{hi}" if lo is not None and hi is not None else "")
 
         def conv(s: str) -> int:
@@ -129,8 +135,9 @@ class ConfigFile:
 
         return self._typed(section, key, default, conv, want)
 
-    def get_float(self, section: str, key: str, default: object = _MISSING,
-                  lo: float | None = None) -> float:
+    def get_float(
+        self, section: str, key: str, default: object = _MISSING, lo: float | None = None
+    ) -> float:
         def conv(s: str) -> float:
             v = float(s)
             if v != v or (lo is not None and v < lo):

@@ -81,8 +81,17 @@ UDP_REQUIRED = (
 )  # fmt: skip
 
 # Which columns a converter reads, with their kind: used to explain a bad row.
-_KINDS = {"c_ip": STR, "s_ip": STR, "first": FLOAT, "last": FLOAT, "durat": FLOAT,
-          "c_first_abs": FLOAT, "s_first_abs": FLOAT, "c_durat": FLOAT, "s_durat": FLOAT}
+_KINDS = {
+    "c_ip": STR,
+    "s_ip": STR,
+    "first": FLOAT,
+    "last": FLOAT,
+    "durat": FLOAT,
+    "c_first_abs": FLOAT,
+    "s_first_abs": FLOAT,
+    "c_durat": FLOAT,
+    "s_durat": FLOAT,
+}
 
 
 def kind_of(column: str) -> str:

@@ -52,6 +52,7 @@ import json
 import logging
 import math
 import re
+import socket
 import ssl
 import time
 from typing import TYPE_CHECKING, Callable
@@ -346,7 +347,7 @@ class HttpTransport(Transport):
 
 def _connection_failure(exc: BaseException) -> str:
     """A one-line reason for a lost or refused connection."""
-    if isinstance(exc, TimeoutError) or type(exc).__name__ == "timeout":
+    if isinstance(exc, (TimeoutError, socket.timeout)):  # distinct classes before Python 3.10
         return "timed out"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror

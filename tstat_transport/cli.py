@@ -23,6 +23,8 @@ from .errors import (
     TstatError,
 )
 from .logsetup import setup_logging
+from .metrics import write_metrics
+from .progress import Progress
 from .sender import RunStats, Sender, default_sensor
 from .state import run_lock
 from .transports import available, get_transport
@@ -120,6 +122,18 @@ def build_send_parser() -> argparse.ArgumentParser:
         "capture); by default it is left until a newer one exists",
     )
     p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the config, connect to the receiver and check the queue (rabbit) "
+        "without sending anything, then exit",
+    )
+    p.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write the run's metrics in Prometheus text format to PATH, atomically "
+        "(for node_exporter's textfile collector)",
+    )
+    p.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -162,18 +176,30 @@ def _load_transport(settings: Settings):
     return cls(settings, config)
 
 
-def run_send(settings: Settings, stats: RunStats) -> int:
+def run_send(settings: Settings, stats: RunStats, show_progress: bool = False) -> int:
     transport = _load_transport(settings)
     log.debug("sending %s through %s", settings.directory, transport.describe())
-    if not transport.marks_processed:
-        # Nothing is written to the root, so there is nothing to race with: no lock,
-        # and a read-only root works.
-        with transport:
-            failed = Sender(settings, transport, stats).run(settings.directory)
-    else:
-        with run_lock(settings.directory), transport:
-            failed = Sender(settings, transport, stats).run(settings.directory)
+    progress = Progress(settings.directory, sys.stderr) if show_progress else None
+    try:
+        if not transport.marks_processed:
+            # Nothing is written to the root, so there is nothing to race with: no
+            # lock, and a read-only root works.
+            with transport:
+                failed = Sender(settings, transport, stats, progress).run(settings.directory)
+        else:
+            with run_lock(settings.directory), transport:
+                failed = Sender(settings, transport, stats, progress).run(settings.directory)
+    finally:
+        if progress is not None:
+            progress.finish()
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def check_config(settings: Settings) -> int:
+    """--check-config: validate, connect, check; print one line; send nothing."""
+    transport = _load_transport(settings)
+    print(transport.check())
+    return EXIT_OK
 
 
 def send_main(argv: Sequence[str] | None = None) -> int:
@@ -185,9 +211,15 @@ def send_main(argv: Sequence[str] | None = None) -> int:
     setup_logging(verbose=args.verbose, debug=args.debug)
     stats = RunStats()
     code = EXIT_OK
+    settings = None
     try:
         settings = settings_from_args(args)
-        code = run_send(settings, stats)
+        if args.check_config:
+            return check_config(settings)
+        # Progress only for a person watching (a backfill run by hand), never under
+        # cron, and never on stdout, where -N writes data.
+        show = sys.stderr.isatty() and not (args.verbose or args.debug)
+        code = run_send(settings, stats, show_progress=show)
     except AlreadyRunning as exc:
         # Normal while a long backfill runs from an earlier cron slot: not worth a mail.
         log.info("%s; nothing sent", exc)
@@ -201,6 +233,13 @@ def send_main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_INTERRUPTED
     stats.finished = time.time()
     log.info("summary: %s exit=%d", stats.summary(), code)
+    if args.metrics_file and settings is not None:
+        try:
+            write_metrics(Path(args.metrics_file), stats, code, settings.directory,
+                          settings.include_newest, settings.sensor)  # fmt: skip
+        except TstatError as exc:
+            log.error("metrics not written: %s", exc)
+            code = code or exc.exit_code
     return code
 
 

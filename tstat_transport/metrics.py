@@ -19,7 +19,9 @@ from .state import PROCESSED_NAME, write_atomic
 log = logging.getLogger(__name__)
 
 PREFIX = "tstat_send_"
-_LAST_SUCCESS_RE = re.compile(rf"^{PREFIX}last_success_timestamp_seconds(?:{{[^}}]*}})? (\S+)$", re.M)
+_LAST_SUCCESS_RE = re.compile(
+    rf"^{PREFIX}last_success_timestamp_seconds(?:{{[^}}]*}})? (\S+)$", re.MULTILINE
+)
 
 
 @dataclass(frozen=True)

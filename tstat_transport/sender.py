@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -218,7 +218,7 @@ class Sender:
 
     def __init__(self, settings: Settings, transport: Transport,
                  stats: RunStats | None = None,
-                 progress: Callable[[RunStats, str], None] | None = None):  # fmt: skip
+                 progress: Callable[[RunStats, str, int, int], None] | None = None):  # fmt: skip
         self.settings = settings
         self.transport = transport
         self.stats = stats or RunStats()
@@ -228,6 +228,7 @@ class Sender:
         self._pending: deque[_Pending] = deque()
         self._progress: DirectoryProgress | None = None
         self._on_progress = progress
+        self._log_bytes = 0  # bytes of logs finished in this run, for the progress line
         transport.on_confirm = self._confirmed
 
     # -- confirmations -------------------------------------------------------
@@ -307,6 +308,7 @@ class Sender:
                         counts[key] += getattr(logfile.stats, key)
                     self.stats.rows += logfile.stats.rows
                     self.stats.bad_rows += logfile.stats.bad_rows
+                    self._log_bytes += size - start.offset
                 if logfile.stats.incomplete_tail:
                     waiting = True
             self.transport.flush()
@@ -374,17 +376,11 @@ class Sender:
             if self.tracking:
                 self._checkpoint()
             if self._on_progress is not None:
-                self._on_progress(stats, directory)
+                self._on_progress(stats, directory, stats.rows + logfile.stats.rows,
+                                  self._log_bytes + chunk.end.offset - logfile.start.offset)
         if logfile.end is not None and self._progress is not None and not pending:
             # Nothing in flight: rows after the last message produced no object
             # (threshold, bad rows); do not read them again next time.
             self._progress.advance({log_name: logfile.end})
         return number, sent
 
-
-def settings_with(settings: Settings, **changes: Any) -> Settings:
-    return replace(settings, **changes)
-
-
-def stats_dict(stats: RunStats) -> dict[str, Any]:
-    return asdict(stats)

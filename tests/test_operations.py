@@ -1,0 +1,115 @@
+"""Operating it: the metrics file, the progress line on a terminal, the plugin through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tstat_transport.cli import send_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_metrics(path: Path) -> dict[str, tuple[dict, float]]:
+    found = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        for sample in family.samples:
+            found[sample.name] = (sample.labels, sample.value)
+    return found
+
+
+def test_metrics_file_after_a_good_and_a_failed_run(tstat_root, tmp_path, capsys):
+    root = tstat_root("full")
+    metrics = tmp_path / "textfile" / "tstat_send.prom"
+    metrics.parent.mkdir()
+    before = time.time()
+    code = send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root), "--metrics-file", str(metrics)])
+    capsys.readouterr()
+    assert code == 0
+    m = read_metrics(metrics)
+    labels, _ = m["tstat_send_exit_status"]
+    assert labels == {"root": str(root), "sensor": "s1"}
+    assert m["tstat_send_exit_status"][1] == 0
+    assert m["tstat_send_last_run_objects"][1] == 1630  # three complete directories
+    assert m["tstat_send_last_run_messages"][1] == 19
+    assert m["tstat_send_last_run_rows"][1] == 815
+    assert m["tstat_send_last_run_bad_rows"][1] == 0
+    assert before <= m["tstat_send_last_success_timestamp_seconds"][1] <= time.time()
+    # -N delivers nothing to an archive: the three complete directories are still backlog,
+    # the oldest named 2026_11_24_19_18 (Tstat names directories in local time).
+    assert m["tstat_send_backlog_directories"][1] == 3
+    oldest = time.mktime(time.strptime("2026_11_24_19_18", "%Y_%m_%d_%H_%M"))
+    assert abs(m["tstat_send_backlog_oldest_age_seconds"][1] - (time.time() - oldest)) < 600
+    last_success = m["tstat_send_last_success_timestamp_seconds"][1]
+
+    (root / "2026_11_24_19_20.out/log_tcp_complete").write_text("not tstat\n")
+    code = send_main(["-N", "-T", "0", "-d", str(root), "--metrics-file", str(metrics)])
+    capsys.readouterr()
+    assert code == 1
+    m = read_metrics(metrics)
+    assert m["tstat_send_exit_status"][1] == 1
+    assert m["tstat_send_last_run_directories_failed"][1] == 1
+    # The last success stays that of the earlier run.
+    assert m["tstat_send_last_success_timestamp_seconds"][1] == last_success
+    assert list(metrics.parent.iterdir()) == [metrics]  # no temporary files left
+
+
+def test_progress_line_only_on_a_terminal(data_dir):
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tstat_transport", "-N", "-T", "0", "--include-newest",
+         "-d", str(data_dir / "full")],
+        stdout=subprocess.DEVNULL, stderr=secondary, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 4096)
+        except OSError:  # EIO once the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait() == 0
+    os.close(primary)
+    text = b"".join(chunks).decode()
+    assert "2026_11_24_19_18.out (1/4) rows=" in text
+    assert "rows/s" in text and "ETA" in text
+    assert text.endswith("\r\n")  # the line is closed before the shell prompt comes back
+
+
+def test_plugin_transport_through_the_cli(tmp_path, tstat_root):
+    """The example plugin installed with pip, used by `tstat_send -t jsonl`: it marks
+    directories like any archive transport."""
+    site = tmp_path / "site"
+    source = shutil.copytree(REPO / "tests/plugin_pkg", tmp_path / "source")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--no-index", "--target", str(site), str(source)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    root = tstat_root("full")
+    out = tmp_path / "flows.jsonl"
+    (tmp_path / "config.ini").write_text(f"[jsonl]\npath = {out}\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    run = subprocess.run(
+        [sys.executable, "-m", "tstat_transport", "-t", "jsonl", "-c", str(tmp_path / "config.ini"),
+         "-T", "0", "-d", str(root)],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    flows = [o for line in out.read_text().splitlines() for o in json.loads(line)]
+    assert len(flows) == 1630
+    assert [d.name for d in sorted(root.glob("*.out")) if (d / ".processed").exists()] == [
+        "2026_11_24_19_18.out", "2026_11_24_19_20.out", "2026_11_24_19_22.out"
+    ]  # fmt: skip

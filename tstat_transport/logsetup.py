@@ -8,6 +8,18 @@ import sys
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each record (tests swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(verbose: bool = False, debug: bool = False, quiet: bool = False) -> None:
     """Configure the root logger for a CLI run.
 
@@ -21,7 +33,7 @@ def setup_logging(verbose: bool = False, debug: bool = False, quiet: bool = Fals
     for handler in list(root.handlers):
         if getattr(handler, "_tstat_transport", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler._tstat_transport = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%dT%H:%M:%S"))
     root.addHandler(handler)

@@ -8,6 +8,7 @@ there (by byte offset) instead of re-reading or re-sending the file.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .records import LogFormatError, Options, RowConverter, compile_converter
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +67,20 @@ class FileStats:
 
 @dataclass
 class Chunk:
-    objects: list
+    """Up to 100 flow objects, each already as compact JSON text."""
+
+    items: list[str]
     end: Position  # where the next chunk starts
     first_line: int
     stats_rows: int = 0
+
+    @property
+    def objects(self) -> list[dict]:
+        return [json.loads(item) for item in self.items]
+
+    def body(self) -> bytes:
+        """The message: a JSON array of the objects."""
+        return ("[" + ",".join(self.items) + "]").encode()
 
 
 def parse_header(line: str) -> list[str]:
@@ -114,6 +127,19 @@ class LogFile:
         elif self._reported == MAX_REPORTED:
             log.warning("%s: more bad rows; the rest are only counted", self.path)
         self._reported += 1
+
+    def _slow_row(self, conv: RowConverter, fields: list[str], line_no: int) -> list[str] | None:
+        """A row the fast path declined: convert it the reference way, or report it."""
+        try:
+            objects = conv.convert(fields)
+        except (ValueError, IndexError, ZeroDivisionError, OverflowError):
+            self._bad(line_no, conv.explain(fields))
+            return None
+        replaced = finite_or_none(objects)
+        if replaced:
+            log.warning("%s:%d: %d NaN/Infinity value(s) sent as null (JSON has neither)",
+                        self.path, line_no, replaced)  # fmt: skip
+        return [_dumps(obj) for obj in objects]
 
     def _header_at(self, f, offset: int) -> RowConverter:
         f.seek(offset)
@@ -171,7 +197,7 @@ class LogFile:
                 )  # fmt: skip
                 f.seek(offset)
             skip = self.start.skip
-            convert, ncols = conv.convert, conv.ncols
+            encode, ncols = conv.encode, conv.ncols
             buf: list = []
             rows = 0
             first_line = lineno
@@ -203,7 +229,7 @@ class LogFile:
                     else:
                         log.info("%s:%d: header repeated (Tstat restarted?)", self.path, line_no)
                     stats.headers += 1
-                    convert, ncols = conv.convert, conv.ncols
+                    encode, ncols = conv.encode, conv.ncols
                     header_offset = row_offset
                     continue
                 fields = text[:-1].split(" ")
@@ -214,10 +240,11 @@ class LogFile:
                     self._bad(line_no, conv.explain(fields))
                     continue
                 try:
-                    objs = convert(fields)
+                    objs = encode(fields)
                 except (ValueError, IndexError, ZeroDivisionError, OverflowError):
-                    self._bad(line_no, conv.explain(fields))
-                    continue
+                    objs = self._slow_row(conv, fields, line_no)
+                    if objs is None:
+                        continue
                 if skip:
                     del objs[:skip]
                     skip = 0

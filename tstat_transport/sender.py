@@ -28,7 +28,7 @@ from typing import Any, Callable
 from . import __version__
 from .config import Settings
 from .errors import StateError, TransportError
-from .reader import Chunk, LogFile, Position, finite_or_none
+from .reader import Chunk, LogFile, Position
 from .records import LogFormatError, Options
 from .state import (
     PROCESSED_NAME,
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 LOGS = (("log_tcp_complete", "tcp"), ("log_udp_complete", "udp"))
 STATE_VERSION = 1
 
-_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 @dataclass
@@ -350,20 +349,14 @@ class Sender:
         sent = 0
         chunk: Chunk
         for chunk in logfile.chunks():
-            objects = chunk.objects
-            try:
-                body = _encode_json(objects).encode()
-            except ValueError:
-                replaced = finite_or_none(objects)
-                log.warning("%s: %d NaN/Infinity value(s) near line %d sent as null",
-                            logfile.path, replaced, chunk.first_line)  # fmt: skip
-                body = _encode_json(objects).encode()
-            token = _Pending(log_name, chunk.end, number, len(objects))
+            count = len(chunk.items)
+            body = chunk.body()
+            token = _Pending(log_name, chunk.end, number, count)
             message = Message(
-                body=body, count=len(objects), message_id=f"{prefix}{number}",
+                body=body, count=count, message_id=f"{prefix}{number}",
                 timestamp=int(time.time()),
                 headers={"tstat_directory": directory, "tstat_log": log_name,
-                         "chunk": number, "flows": len(objects)},  # fmt: skip
+                         "chunk": number, "flows": count},  # fmt: skip
                 token=token,
             )  # fmt: skip
             pending.append(token)
@@ -371,7 +364,7 @@ class Sender:
             number += 1
             sent += 1
             stats.messages += 1
-            stats.objects += len(objects)
+            stats.objects += count
             stats.bytes += len(body)
             if self.tracking:
                 self._checkpoint()

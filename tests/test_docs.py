@@ -1,0 +1,66 @@
+"""The docs cannot fall behind the code: every option, config key and message field is documented."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tstat_transport.cli import build_send_parser
+from tstat_transport.transports import BUILTIN, get_transport
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def long_options(parser) -> set[str]:
+    return {opt for action in parser._actions for opt in action.option_strings if opt not in ("-h", "--help")}
+
+
+def test_every_tstat_send_option_is_in_the_readme():
+    readme = (REPO / "README.md").read_text()
+    missing = {o for o in long_options(build_send_parser()) if f"`{o}" not in readme}
+    assert not missing, f"README.md does not document {sorted(missing)}"
+
+
+def test_every_tstat_cull_option_is_in_the_readme():
+    from tstat_transport.cull import build_parser
+
+    readme = (REPO / "README.md").read_text()
+    missing = {o for o in long_options(build_parser()) if f"`{o}" not in readme}
+    assert not missing, f"README.md does not document tstat_cull {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_every_config_key_is_in_the_example(name):
+    example = (REPO / "config.ini.example").read_text()
+    sections = re.findall(r"^\[([^\]]+)\]", example, re.MULTILINE)
+    for section, keys in get_transport(name).config_sections.items():
+        assert section in sections, f"config.ini.example lacks [{section}]"
+        body = example.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
+        for key in keys or ():
+            # Set, or shown commented out with its default.
+            assert re.search(rf"^[#; ]*{re.escape(key)} *=", body, re.MULTILINE), (
+                f"config.ini.example: [{section}] {key} is not documented"
+            )
+
+
+def test_every_field_sent_is_in_the_message_format(capsys, data_dir):
+    from tstat_transport.cli import send_main
+
+    send_main(["-N", "-T", "0", "--include-newest", "-d", str(data_dir / "full")])
+    objects = [o for line in capsys.readouterr().out.splitlines() for o in json.loads(line)]
+    doc = (REPO / "doc/message-format.md").read_text()
+    keys = {k for o in objects for k in [*o, *o["values"], *o["meta"]]}
+    missing = {k for k in keys if f"`{k}`" not in doc}
+    assert not missing, f"doc/message-format.md does not document {sorted(missing)}"
+
+
+def test_readme_starts_with_the_two_fresh_machine_commands():
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("```sh", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.splitlines() if line and not line.startswith("#")]
+    assert commands[0].endswith("tstat_send -N -T 0 --include-newest -d examples/tstat")
+    assert commands[1] == "bash .ci/run"
+    assert "python -m pytest" in (REPO / ".ci/run").read_text()

@@ -520,3 +520,11 @@ def test_config_sections_cover_every_key_read(tmp_path, caplog) -> None:
     config = ConfigFile(path)
     RabbitTransport(Settings(directory=tmp_path), config)
     assert config.warn_unknown(RabbitTransport.config_sections) == []
+
+
+def test_every_config_key_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "doc" / "rabbitmq.md").read_text()
+    for section, keys in RabbitTransport.config_sections.items():
+        assert f"[{section}]" in doc
+        for key in sorted(keys or ()):
+            assert f"`{key}`" in doc, f"[{section}] {key} is not in doc/rabbitmq.md"

@@ -528,3 +528,25 @@ def test_every_config_key_is_documented() -> None:
         assert f"[{section}]" in doc
         for key in sorted(keys or ()):
             assert f"`{key}`" in doc, f"[{section}] {key} is not in doc/rabbitmq.md"
+
+
+def test_a_lost_connection_is_one_line_in_the_cron_mail(broker, queue_name, tmp_path,
+                                                         capsys) -> None:
+    from tstat_transport.logsetup import setup_logging
+
+    root, pika_logger = logging.getLogger(), logging.getLogger("pika")
+    saved = root.level, pika_logger.level, list(root.handlers)
+    setup_logging()  # as tstat_send without -v/-D, writing to the captured stderr
+    try:
+        with Proxy(cut_after=30_000) as proxy:
+            transport = make_transport(tmp_path, broker_config(broker, queue_name,
+                                                               port=proxy.port))
+            with pytest.raises(TransportUnavailable):
+                with transport:
+                    for message in make_messages(50, pad=200):
+                        transport.publish(message)
+    finally:
+        root.handlers[:] = saved[2]
+        root.setLevel(saved[0])
+        pika_logger.setLevel(saved[1])
+    assert capsys.readouterr().err == ""  # the error itself is the CLI's one line

@@ -41,11 +41,16 @@ class Broker:
     password = BROKER_PASSWORD
 
     def connect(self) -> pika.BlockingConnection:
-        return pika.BlockingConnection(pika.ConnectionParameters(
-            self.host, self.port,
-            credentials=pika.PlainCredentials(self.username, self.password),
-            connection_attempts=1, socket_timeout=10, blocked_connection_timeout=60,
-        ))
+        return pika.BlockingConnection(
+            pika.ConnectionParameters(
+                self.host,
+                self.port,
+                credentials=pika.PlainCredentials(self.username, self.password),
+                connection_attempts=1,
+                socket_timeout=10,
+                blocked_connection_timeout=60,
+            )
+        )
 
     def declare(self, queue: str, **kwargs: Any) -> None:
         """Declare `queue` (queue_declare keyword arguments); raises pika's errors."""
@@ -85,9 +90,11 @@ def broker() -> Broker:
     """The real broker at 127.0.0.1:5672 (guest/guest)."""
     problem = _reachable()
     if problem is not None:
-        message = (f"RabbitMQ not reachable at {BROKER_HOST}:{BROKER_PORT} ({problem}); start "
-                   "it with `service rabbitmq-server start` (or `docker run -p 5672:5672 "
-                   "rabbitmq:3`)")
+        message = (
+            f"RabbitMQ not reachable at {BROKER_HOST}:{BROKER_PORT} ({problem}); start "
+            "it with `service rabbitmq-server start` (or `docker run -p 5672:5672 "
+            "rabbitmq:3`)"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -150,9 +157,12 @@ class Proxy:
     `release_replies()`.
     """
 
-    def __init__(self, upstream: tuple[str, int] = (BROKER_HOST, BROKER_PORT),
-                 server_context: ssl.SSLContext | None = None,
-                 cut_after: int | None = None) -> None:
+    def __init__(
+        self,
+        upstream: tuple[str, int] = (BROKER_HOST, BROKER_PORT),
+        server_context: ssl.SSLContext | None = None,
+        cut_after: int | None = None,
+    ) -> None:
         self.upstream = upstream
         self.server_context = server_context
         self.cut_after = cut_after
@@ -218,8 +228,11 @@ class Proxy:
                 elif not self._replies.is_set() and registered:
                     sel.unregister(upstream)
                 pending = isinstance(client, ssl.SSLSocket) and client.pending()
-                ready = [("up", None)] if pending else [
-                    (key.data, key) for key, _ in sel.select(timeout=0.05)]
+                ready = (
+                    [("up", None)]
+                    if pending
+                    else [(key.data, key) for key, _ in sel.select(timeout=0.05)]
+                )
                 for direction, _ in ready:
                     if direction == "up":
                         data = client.recv(65536)
@@ -323,17 +336,30 @@ def _ca_with_cryptography(directory: Path, name: str) -> TestCA:
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     ca_cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-            key_encipherment=False, data_encipherment=False, key_agreement=False,
-            encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
@@ -341,23 +367,32 @@ def _ca_with_cryptography(directory: Path, name: str) -> TestCA:
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
         .issuer_name(ca_name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     paths = TestCA(directory / "ca.pem", directory / "server.pem", directory / "server.key")
     paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     paths.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths.server_key.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    paths.server_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return paths
 
 
@@ -366,15 +401,45 @@ def _ca_with_openssl(directory: Path, name: str) -> TestCA:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
 
     ec_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    run("req", "-x509", *ec_key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,digitalSignature,keyCertSign,cRLSign")
+    run(
+        "req",
+        "-x509",
+        *ec_key,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,digitalSignature,keyCertSign,cRLSign",
+    )
     run("req", *ec_key, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
     (directory / "server.ext").write_text(
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
-        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
+        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
+    )
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    )
     return TestCA(directory / "ca.pem", directory / "server.pem", directory / "server.key")
 
 

@@ -20,8 +20,12 @@ from tstat_transport.transports.rabbit import RabbitTransport
 WRONG_PASSWORD = "Not-The-Password-7f3a"
 
 
-def write_config(tmp_path: Path, rabbit: dict[str, object], queue_options: dict | None = None,
-                 ssl_options: dict | None = None) -> Path:
+def write_config(
+    tmp_path: Path,
+    rabbit: dict[str, object],
+    queue_options: dict | None = None,
+    ssl_options: dict | None = None,
+) -> Path:
     # Tests keep retries short: the backoff is real sleeping.
     rabbit = {"connect_retries": 0, "retry_delay": 0, "timeout": 10, **rabbit}
     lines = ["[rabbit]", *(f"{k} = {v}" for k, v in rabbit.items())]
@@ -34,8 +38,12 @@ def write_config(tmp_path: Path, rabbit: dict[str, object], queue_options: dict 
     return path
 
 
-def make_transport(tmp_path: Path, rabbit: dict[str, object], queue_options: dict | None = None,
-                   ssl_options: dict | None = None) -> RabbitTransport:
+def make_transport(
+    tmp_path: Path,
+    rabbit: dict[str, object],
+    queue_options: dict | None = None,
+    ssl_options: dict | None = None,
+) -> RabbitTransport:
     path = write_config(tmp_path, rabbit, queue_options, ssl_options)
     transport = RabbitTransport(Settings(directory=tmp_path), ConfigFile(path))
     transport.confirmed = []  # type: ignore[attr-defined]
@@ -44,25 +52,42 @@ def make_transport(tmp_path: Path, rabbit: dict[str, object], queue_options: dic
 
 
 def broker_config(broker: Broker, queue: str, **extra: object) -> dict[str, object]:
-    return {"host": broker.host, "port": broker.port, "username": broker.username,
-            "password": broker.password, "queue": queue, **extra}
+    return {
+        "host": broker.host,
+        "port": broker.port,
+        "username": broker.username,
+        "password": broker.password,
+        "queue": queue,
+        **extra,
+    }
 
 
 def make_messages(n: int, flows: int = 5, pad: int = 0) -> list[Message]:
     """`n` messages, each a JSON array of small flow-like objects, as the sender makes them."""
     messages = []
     for i in range(n):
-        flows_list = [{"src_ip": "192.0.2.1", "dst_ip": "198.51.100.7", "src_port": 40000 + j,
-                       "dst_port": 443, "protocol": "tcp", "c_bytes_all": 1000 * i + j,
-                       "pad": "x" * pad} for j in range(flows)]
-        messages.append(Message(
-            body=json.dumps(flows_list).encode(),
-            count=flows,
-            message_id=f"sensor-a/0/2026_11_24_19_18.out/log_tcp_complete/{i}",
-            timestamp=1795000000 + i,
-            headers={"sensor": "sensor-a", "chunk": i},
-            token=i,
-        ))
+        flows_list = [
+            {
+                "src_ip": "192.0.2.1",
+                "dst_ip": "198.51.100.7",
+                "src_port": 40000 + j,
+                "dst_port": 443,
+                "protocol": "tcp",
+                "c_bytes_all": 1000 * i + j,
+                "pad": "x" * pad,
+            }
+            for j in range(flows)
+        ]
+        messages.append(
+            Message(
+                body=json.dumps(flows_list).encode(),
+                count=flows,
+                message_id=f"sensor-a/0/2026_11_24_19_18.out/log_tcp_complete/{i}",
+                timestamp=1795000000 + i,
+                headers={"sensor": "sensor-a", "chunk": i},
+                token=i,
+            )
+        )
     return messages
 
 
@@ -81,8 +106,9 @@ def test_window_pipelines_messages_and_all_arrive(broker, queue_name, tmp_path) 
     messages = make_messages(40)
     with Proxy() as proxy:
         # A short heartbeat so that a publish wrongly waiting for its ack fails in seconds.
-        transport = make_transport(tmp_path, broker_config(broker, queue_name, window=8,
-                                                           port=proxy.port, heartbeat=5))
+        transport = make_transport(
+            tmp_path, broker_config(broker, queue_name, window=8, port=proxy.port, heartbeat=5)
+        )
         with transport:
             # With the broker's replies held back no ack can arrive, yet a whole window of
             # publishes returns: publish does not wait for each confirm.
@@ -107,8 +133,9 @@ def test_window_pipelines_messages_and_all_arrive(broker, queue_name, tmp_path) 
 
 
 def test_declares_quorum_queue_from_queue_arguments(broker, queue_name, tmp_path) -> None:
-    transport = make_transport(tmp_path, broker_config(broker, queue_name),
-                               {"durable": "true", "x-queue-type": "quorum"})
+    transport = make_transport(
+        tmp_path, broker_config(broker, queue_name), {"durable": "true", "x-queue-type": "quorum"}
+    )
     with transport:
         for message in make_messages(3):
             transport.publish(message)
@@ -123,8 +150,9 @@ def test_declares_quorum_queue_from_queue_arguments(broker, queue_name, tmp_path
 
 def test_declared_queue_is_bound_to_a_named_exchange(broker, queue_name, tmp_path) -> None:
     key = f"key-{queue_name}"
-    transport = make_transport(tmp_path, broker_config(
-        broker, queue_name, exchange="amq.direct", routing_key=key))
+    transport = make_transport(
+        tmp_path, broker_config(broker, queue_name, exchange="amq.direct", routing_key=key)
+    )
     with transport:
         transport.publish(make_messages(1)[0])
         transport.flush()
@@ -135,8 +163,9 @@ def test_passive_publishes_to_an_archive_queue_as_it_is(broker, queue_name, tmp_
     # As NetSage's archive: a durable queue with arguments, bound to amq.direct.
     broker.declare(queue_name, durable=True, arguments={"x-max-length": 100000})
     broker.bind(queue_name, "amq.direct", queue_name)
-    transport = make_transport(tmp_path, broker_config(broker, queue_name, exchange="amq.direct"),
-                               {"passive": "true"})
+    transport = make_transport(
+        tmp_path, broker_config(broker, queue_name, exchange="amq.direct"), {"passive": "true"}
+    )
     with transport:
         for message in make_messages(2):
             transport.publish(message)
@@ -161,8 +190,14 @@ def test_passive_missing_queue_is_an_error(broker, queue_name, tmp_path) -> None
 
 
 def test_unroutable_message_fails_and_is_never_confirmed(broker, tmp_path) -> None:
-    transport = make_transport(tmp_path, {**broker_config(broker, ""), "exchange": "amq.direct",
-                                          "routing_key": f"nobody-{uuid.uuid4().hex}"})
+    transport = make_transport(
+        tmp_path,
+        {
+            **broker_config(broker, ""),
+            "exchange": "amq.direct",
+            "routing_key": f"nobody-{uuid.uuid4().hex}",
+        },
+    )
     with transport:
         transport.publish(make_messages(1)[0])
         with pytest.raises(TransportError, match="returned unroutable") as info:
@@ -171,8 +206,9 @@ def test_unroutable_message_fails_and_is_never_confirmed(broker, tmp_path) -> No
     assert transport.confirmed == []
 
 
-def test_queue_deleted_mid_run_fails_only_the_returned_messages(broker, queue_name,
-                                                                tmp_path) -> None:
+def test_queue_deleted_mid_run_fails_only_the_returned_messages(
+    broker, queue_name, tmp_path
+) -> None:
     messages = make_messages(5)
     transport = make_transport(tmp_path, broker_config(broker, queue_name, window=4))
     with transport:
@@ -189,8 +225,11 @@ def test_queue_deleted_mid_run_fails_only_the_returned_messages(broker, queue_na
 
 def test_nack_fails_and_reports_only_accepted_messages(broker, queue_name, tmp_path) -> None:
     messages = make_messages(5)
-    transport = make_transport(tmp_path, broker_config(broker, queue_name, window=8),
-                               {"x-max-length": 2, "x-overflow": "reject-publish"})
+    transport = make_transport(
+        tmp_path,
+        broker_config(broker, queue_name, window=8),
+        {"x-max-length": 2, "x-overflow": "reject-publish"},
+    )
     with transport:
         with pytest.raises(TransportError, match="nacked") as info:
             for message in messages:
@@ -201,8 +240,9 @@ def test_nack_fails_and_reports_only_accepted_messages(broker, queue_name, tmp_p
     assert [body for _, body in broker.fetch(queue_name)] == [m.body for m in messages[:2]]
 
 
-def test_exception_from_on_confirm_propagates_and_close_still_works(broker, queue_name,
-                                                                    tmp_path) -> None:
+def test_exception_from_on_confirm_propagates_and_close_still_works(
+    broker, queue_name, tmp_path
+) -> None:
     transport = make_transport(tmp_path, broker_config(broker, queue_name))
 
     def full_disk(message: Message) -> None:
@@ -220,10 +260,12 @@ def test_exception_from_on_confirm_propagates_and_close_still_works(broker, queu
 
 
 def test_wrong_password_is_an_error_naming_the_broker_not_the_password(
-        broker, queue_name, tmp_path, caplog) -> None:
+    broker, queue_name, tmp_path, caplog
+) -> None:
     caplog.set_level(logging.DEBUG)
-    transport = make_transport(tmp_path, broker_config(
-        broker, queue_name, password=WRONG_PASSWORD, connect_retries=3))
+    transport = make_transport(
+        tmp_path, broker_config(broker, queue_name, password=WRONG_PASSWORD, connect_retries=3)
+    )
     with pytest.raises(TransportError) as info:
         transport.open()
     text = str(info.value)
@@ -241,8 +283,9 @@ def user_config(broker, user, queue) -> dict[str, object]:
     return broker_config(broker, queue, username=user.name, password=user.password)
 
 
-def test_password_never_logged_even_with_protocol_detail(broker, broker_user, queue_name,
-                                                         tmp_path, caplog) -> None:
+def test_password_never_logged_even_with_protocol_detail(
+    broker, broker_user, queue_name, tmp_path, caplog
+) -> None:
     caplog.set_level(logging.DEBUG)
     broker_user.permit()
     transport = make_transport(tmp_path, user_config(broker, broker_user, queue_name))
@@ -255,8 +298,9 @@ def test_password_never_logged_even_with_protocol_detail(broker, broker_user, qu
     assert broker_user.password not in transport.describe()
 
 
-def test_user_without_access_to_the_vhost_is_refused(broker, broker_user, queue_name,
-                                                     tmp_path) -> None:
+def test_user_without_access_to_the_vhost_is_refused(
+    broker, broker_user, queue_name, tmp_path
+) -> None:
     transport = make_transport(tmp_path, user_config(broker, broker_user, queue_name))
     with pytest.raises(TransportError, match="may not use it") as info:
         transport.open()
@@ -264,8 +308,9 @@ def test_user_without_access_to_the_vhost_is_refused(broker, broker_user, queue_
     assert broker_user.name in str(info.value)
 
 
-def test_user_not_allowed_to_declare_the_queue_is_refused(broker, broker_user, queue_name,
-                                                          tmp_path) -> None:
+def test_user_not_allowed_to_declare_the_queue_is_refused(
+    broker, broker_user, queue_name, tmp_path
+) -> None:
     broker_user.permit(configure="^$")
     transport = make_transport(tmp_path, user_config(broker, broker_user, queue_name))
     with pytest.raises(TransportError, match="403 ACCESS_REFUSED.*lacks this permission") as info:
@@ -275,8 +320,10 @@ def test_user_not_allowed_to_declare_the_queue_is_refused(broker, broker_user, q
 
 def test_nothing_listening_is_unavailable_after_bounded_retries(tmp_path, caplog) -> None:
     port = free_port()
-    transport = make_transport(tmp_path, {"host": "127.0.0.1", "port": port, "queue": "q",
-                                          "connect_retries": 2, "retry_delay": 0})
+    transport = make_transport(
+        tmp_path,
+        {"host": "127.0.0.1", "port": port, "queue": "q", "connect_retries": 2, "retry_delay": 0},
+    )
     with pytest.raises(TransportUnavailable) as info:
         transport.open()
     text = str(info.value)
@@ -292,8 +339,12 @@ def test_unknown_host_is_unavailable(tmp_path) -> None:
 
 
 def test_second_node_is_used_when_the_first_is_down(broker, queue_name, tmp_path) -> None:
-    transport = make_transport(tmp_path, broker_config(
-        broker, queue_name, host=f"127.0.0.1:{free_port()}, {broker.host}:{broker.port}"))
+    transport = make_transport(
+        tmp_path,
+        broker_config(
+            broker, queue_name, host=f"127.0.0.1:{free_port()}, {broker.host}:{broker.port}"
+        ),
+    )
     with transport:
         transport.publish(make_messages(1)[0])
         transport.flush()
@@ -309,12 +360,12 @@ def test_missing_vhost_is_an_error(broker, queue_name, tmp_path) -> None:
     assert not isinstance(info.value, TransportUnavailable)
 
 
-def test_connection_cut_mid_stream_loses_no_confirmed_message(broker, queue_name,
-                                                              tmp_path) -> None:
+def test_connection_cut_mid_stream_loses_no_confirmed_message(broker, queue_name, tmp_path) -> None:
     messages = make_messages(200, pad=200)  # about 2.5 kB each
     with Proxy(cut_after=150_000) as proxy:
-        transport = make_transport(tmp_path, broker_config(broker, queue_name, window=8,
-                                                           port=proxy.port))
+        transport = make_transport(
+            tmp_path, broker_config(broker, queue_name, window=8, port=proxy.port)
+        )
         with pytest.raises(TransportUnavailable) as info:
             with transport:
                 for message in messages:
@@ -349,8 +400,9 @@ def test_broker_silent_mid_run_ends_on_missed_heartbeats(broker, queue_name, tmp
     # The proxy stops passing the broker's bytes on, as a half-dead network path would;
     # pika's heartbeat check (heartbeat + 5 s) ends the wait instead of cron hanging.
     with Proxy() as proxy:
-        transport = make_transport(tmp_path, broker_config(broker, queue_name, port=proxy.port,
-                                                           heartbeat=1))
+        transport = make_transport(
+            tmp_path, broker_config(broker, queue_name, port=proxy.port, heartbeat=1)
+        )
         with transport:
             proxy.hold_replies()
             transport.publish(make_messages(1)[0])
@@ -362,8 +414,9 @@ def test_broker_silent_mid_run_ends_on_missed_heartbeats(broker, queue_name, tmp
 def test_broker_silent_during_handshake_times_out(broker, queue_name, tmp_path) -> None:
     with Proxy() as proxy:
         proxy.hold_replies()
-        transport = make_transport(tmp_path, broker_config(broker, queue_name, port=proxy.port,
-                                                           timeout=0.5))
+        transport = make_transport(
+            tmp_path, broker_config(broker, queue_name, port=proxy.port, timeout=0.5)
+        )
         with pytest.raises(TransportUnavailable, match=r"no answer within 0\.5s"):
             transport.open()
 
@@ -372,9 +425,11 @@ def test_broker_silent_during_handshake_times_out(broker, queue_name, tmp_path) 
 
 
 def tls_transport(tmp_path, broker, queue_name, proxy, **ssl_options) -> RabbitTransport:
-    return make_transport(tmp_path, broker_config(
-        broker, queue_name, host="localhost", port=proxy.port, use_ssl="true"),
-        ssl_options=ssl_options)
+    return make_transport(
+        tmp_path,
+        broker_config(broker, queue_name, host="localhost", port=proxy.port, use_ssl="true"),
+        ssl_options=ssl_options,
+    )
 
 
 def test_tls_with_the_right_ca_works(broker, queue_name, tmp_path, test_ca) -> None:
@@ -404,15 +459,22 @@ def test_tls_with_another_ca_is_refused(broker, queue_name, tmp_path, test_ca, o
 
 def test_tls_with_the_wrong_host_name_is_refused(broker, queue_name, tmp_path, test_ca) -> None:
     with Proxy(server_context=test_ca.server_context()) as proxy:
-        transport = tls_transport(tmp_path, broker, queue_name, proxy, ca_certs=test_ca.ca_cert,
-                                  server_hostname="archive.example.org")
+        transport = tls_transport(
+            tmp_path,
+            broker,
+            queue_name,
+            proxy,
+            ca_certs=test_ca.ca_cert,
+            server_hostname="archive.example.org",
+        )
         with pytest.raises(TransportError, match="certificate does not verify.*[Hh]ostname"):
             transport.open()
 
 
 @pytest.mark.parametrize("off", [{"verify": "false"}, {"cert_reqs": "CERT_NONE"}])
-def test_tls_verification_off_works_with_a_warning(broker, queue_name, tmp_path, test_ca,
-                                                   caplog, off) -> None:
+def test_tls_verification_off_works_with_a_warning(
+    broker, queue_name, tmp_path, test_ca, caplog, off
+) -> None:
     with Proxy(server_context=test_ca.server_context()) as proxy:
         transport = tls_transport(tmp_path, broker, queue_name, proxy, **off)
         with transport:
@@ -424,8 +486,9 @@ def test_tls_verification_off_works_with_a_warning(broker, queue_name, tmp_path,
 
 
 def test_tls_against_a_plain_port_is_an_error(broker, queue_name, tmp_path) -> None:
-    transport = make_transport(tmp_path, broker_config(broker, queue_name, use_ssl="true"),
-                               ssl_options={"verify": "false"})
+    transport = make_transport(
+        tmp_path, broker_config(broker, queue_name, use_ssl="true"), ssl_options={"verify": "false"}
+    )
     with pytest.raises(TransportError, match="TLS") as info:
         transport.open()
     assert not isinstance(info.value, TransportUnavailable)
@@ -456,37 +519,51 @@ def test_check_of_a_missing_exchange_is_an_error(broker, queue_name, tmp_path) -
 
 
 def test_describe_names_everything_but_the_password(tmp_path) -> None:
-    transport = make_transport(tmp_path, {
-        "host": "a.example, b.example:5673", "username": "sensor", "password": WRONG_PASSWORD,
-        "vhost": "netsage", "queue": "tstat", "use_ssl": "true",
-    }, ssl_options={"verify": "false"})
+    transport = make_transport(
+        tmp_path,
+        {
+            "host": "a.example, b.example:5673",
+            "username": "sensor",
+            "password": WRONG_PASSWORD,
+            "vhost": "netsage",
+            "queue": "tstat",
+            "use_ssl": "true",
+        },
+        ssl_options={"verify": "false"},
+    )
     assert transport.describe() == (
-        "amqps://sensor@a.example:5671,b.example:5673/netsage queue=tstat exchange=(default)")
+        "amqps://sensor@a.example:5671,b.example:5673/netsage queue=tstat exchange=(default)"
+    )
 
 
 # -- configuration -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("section", "key", "value", "expected"), [
-    ("rabbit", "port", "56x", "expected an integer 1-65535"),
-    ("rabbit", "port", "70000", "expected an integer 1-65535"),
-    ("rabbit", "use_ssl", "maybe", "expected true or false"),
-    ("rabbit", "window", "0", "expected an integer 1-65535"),
-    ("rabbit", "timeout", "soon", "expected a number"),
-    ("rabbit", "host", "a.example:99999", "port must be an integer 1-65535"),
-    ("rabbit_queue_options", "durable", "perhaps", "expected true or false"),
-    ("rabbit_queue_options", "passive", "2", "expected true or false"),
-    ("ssl_options", "ca_certs", "/nonexistent/ca.pem", "cannot load CA certificates"),
-    ("ssl_options", "cert_reqs", "CERT_MAYBE", "expected CERT_REQUIRED or CERT_NONE"),
-])
-def test_config_errors_name_file_section_and_key(tmp_path, section, key, value,
-                                                 expected) -> None:
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("rabbit", "port", "56x", "expected an integer 1-65535"),
+        ("rabbit", "port", "70000", "expected an integer 1-65535"),
+        ("rabbit", "use_ssl", "maybe", "expected true or false"),
+        ("rabbit", "window", "0", "expected an integer 1-65535"),
+        ("rabbit", "timeout", "soon", "expected a number"),
+        ("rabbit", "host", "a.example:99999", "port must be an integer 1-65535"),
+        ("rabbit_queue_options", "durable", "perhaps", "expected true or false"),
+        ("rabbit_queue_options", "passive", "2", "expected true or false"),
+        ("ssl_options", "ca_certs", "/nonexistent/ca.pem", "cannot load CA certificates"),
+        ("ssl_options", "cert_reqs", "CERT_MAYBE", "expected CERT_REQUIRED or CERT_NONE"),
+    ],
+)
+def test_config_errors_name_file_section_and_key(tmp_path, section, key, value, expected) -> None:
     sections: dict[str, dict[str, object]] = {
         "rabbit": {"host": "localhost", "queue": "q", "use_ssl": "true"},
-        "rabbit_queue_options": {}, "ssl_options": {}}
+        "rabbit_queue_options": {},
+        "ssl_options": {},
+    }
     sections[section][key] = value
-    path = write_config(tmp_path, sections["rabbit"], sections["rabbit_queue_options"],
-                        sections["ssl_options"])
+    path = write_config(
+        tmp_path, sections["rabbit"], sections["rabbit_queue_options"], sections["ssl_options"]
+    )
     with pytest.raises(ConfigError) as info:
         RabbitTransport(Settings(directory=tmp_path), ConfigFile(path))
     text = str(info.value)
@@ -495,13 +572,24 @@ def test_config_errors_name_file_section_and_key(tmp_path, section, key, value,
 
 
 def test_queue_arguments_are_typed(tmp_path) -> None:
-    transport = make_transport(tmp_path, {"queue": "q"}, {
-        "durable": "true", "x-queue-type": "quorum", "x-max-length": "10000",
-        "x-message-ttl": "3600000", "x-single-active-consumer": "false"})
+    transport = make_transport(
+        tmp_path,
+        {"queue": "q"},
+        {
+            "durable": "true",
+            "x-queue-type": "quorum",
+            "x-max-length": "10000",
+            "x-message-ttl": "3600000",
+            "x-single-active-consumer": "false",
+        },
+    )
     assert transport.queue_flags == {"durable": True, "exclusive": False, "auto_delete": False}
-    assert transport.queue_arguments == {"x-queue-type": "quorum", "x-max-length": 10000,
-                                         "x-message-ttl": 3600000,
-                                         "x-single-active-consumer": False}
+    assert transport.queue_arguments == {
+        "x-queue-type": "quorum",
+        "x-max-length": 10000,
+        "x-message-ttl": 3600000,
+        "x-single-active-consumer": False,
+    }
 
 
 def test_password_from_the_environment_is_not_in_errors(tmp_path) -> None:
@@ -511,12 +599,23 @@ def test_password_from_the_environment_is_not_in_errors(tmp_path) -> None:
 
 
 def test_config_sections_cover_every_key_read(tmp_path, caplog) -> None:
-    path = write_config(tmp_path, {"queue": "q", "heartbeat": 30,
-                                   "blocked_connection_timeout": 60, "window": 16,
-                                   "exchange": "amq.direct", "routing_key": "k", "vhost": "v",
-                                   "username": "u", "password": "p", "use_ssl": "true"},
-                        {"x-queue-type": "quorum"},
-                        {"ca_certs": "", "certfile": "", "keyfile": "", "server_hostname": "h"})
+    path = write_config(
+        tmp_path,
+        {
+            "queue": "q",
+            "heartbeat": 30,
+            "blocked_connection_timeout": 60,
+            "window": 16,
+            "exchange": "amq.direct",
+            "routing_key": "k",
+            "vhost": "v",
+            "username": "u",
+            "password": "p",
+            "use_ssl": "true",
+        },
+        {"x-queue-type": "quorum"},
+        {"ca_certs": "", "certfile": "", "keyfile": "", "server_hostname": "h"},
+    )
     config = ConfigFile(path)
     RabbitTransport(Settings(directory=tmp_path), config)
     assert config.warn_unknown(RabbitTransport.config_sections) == []
@@ -530,8 +629,9 @@ def test_every_config_key_is_documented() -> None:
             assert f"`{key}`" in doc, f"[{section}] {key} is not in doc/rabbitmq.md"
 
 
-def test_a_lost_connection_is_one_line_in_the_cron_mail(broker, queue_name, tmp_path,
-                                                         capsys) -> None:
+def test_a_lost_connection_is_one_line_in_the_cron_mail(
+    broker, queue_name, tmp_path, capsys
+) -> None:
     from tstat_transport.logsetup import setup_logging
 
     root, pika_logger = logging.getLogger(), logging.getLogger("pika")
@@ -539,8 +639,7 @@ def test_a_lost_connection_is_one_line_in_the_cron_mail(broker, queue_name, tmp_
     setup_logging()  # as tstat_send without -v/-D, writing to the captured stderr
     try:
         with Proxy(cut_after=30_000) as proxy:
-            transport = make_transport(tmp_path, broker_config(broker, queue_name,
-                                                               port=proxy.port))
+            transport = make_transport(tmp_path, broker_config(broker, queue_name, port=proxy.port))
             with pytest.raises(TransportUnavailable):
                 with transport:
                     for message in make_messages(50, pad=200):

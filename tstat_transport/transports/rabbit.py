@@ -81,9 +81,21 @@ class RabbitTransport(Transport):
     name: ClassVar[str] = "rabbit"
     config_sections: ClassVar[dict[str, set[str] | None]] = {
         RABBIT: {
-            "host", "port", "username", "password", "use_ssl", "vhost", "queue",
-            "routing_key", "exchange", "window", "connect_retries", "retry_delay",
-            "timeout", "heartbeat", "blocked_connection_timeout",
+            "host",
+            "port",
+            "username",
+            "password",
+            "use_ssl",
+            "vhost",
+            "queue",
+            "routing_key",
+            "exchange",
+            "window",
+            "connect_retries",
+            "retry_delay",
+            "timeout",
+            "heartbeat",
+            "blocked_connection_timeout",
         },
         QUEUE_OPTIONS: None,
         SSL_OPTIONS: {"ca_certs", "certfile", "keyfile", "server_hostname", "verify", "cert_reqs"},
@@ -95,8 +107,12 @@ class RabbitTransport(Transport):
         self._read_queue_options(config)
         self._ssl_context = self._read_ssl_options(config) if self.use_ssl else None
         if not self.use_ssl and any(config.raw_keys(SSL_OPTIONS)):
-            log.warning("%s: [%s] is ignored because [%s] use_ssl is false",
-                        config.name, SSL_OPTIONS, RABBIT)
+            log.warning(
+                "%s: [%s] is ignored because [%s] use_ssl is false",
+                config.name,
+                SSL_OPTIONS,
+                RABBIT,
+            )
         self._loop: IOLoop | None = None
         self._conn: SelectConnection | None = None
         self._channel: Any = None
@@ -113,11 +129,16 @@ class RabbitTransport(Transport):
         # 5671 is the registered amqps port; a TLS listener on 5672 is rare.
         self.port = config.get_int(RABBIT, "port", 5671 if self.use_ssl else 5672, lo=1, hi=65535)
         host_text = config.get_str(RABBIT, "host", "localhost")
-        self.nodes = [self._parse_node(part.strip(), where("host"))
-                      for part in host_text.split(",") if part.strip()]
+        self.nodes = [
+            self._parse_node(part.strip(), where("host"))
+            for part in host_text.split(",")
+            if part.strip()
+        ]
         if not self.nodes:
-            raise ConfigError(f"{where('host')} = {host_text!r}: expected a host name, "
-                              "or several separated by commas")
+            raise ConfigError(
+                f"{where('host')} = {host_text!r}: expected a host name, "
+                "or several separated by commas"
+            )
         self.username = config.get_str(RABBIT, "username", "guest")
         self._password = config.get_str(RABBIT, "password", "guest")
         self.vhost = config.get_str(RABBIT, "vhost", "/") or "/"
@@ -125,15 +146,18 @@ class RabbitTransport(Transport):
         self.exchange = config.get_str(RABBIT, "exchange", "")
         self.routing_key = config.get_str(RABBIT, "routing_key", self.queue)
         if not self.exchange and not self.routing_key:
-            raise ConfigError(f"{where('queue')}: required key is missing (with the default "
-                              "exchange, messages go to the queue the routing key names)")
+            raise ConfigError(
+                f"{where('queue')}: required key is missing (with the default "
+                "exchange, messages go to the queue the routing key names)"
+            )
         self.window = config.get_int(RABBIT, "window", 64, lo=1, hi=65535)
         self.connect_retries = config.get_int(RABBIT, "connect_retries", 2, lo=0, hi=100)
         self.retry_delay = config.get_float(RABBIT, "retry_delay", 2.0, lo=0.0)
         self.timeout = config.get_float(RABBIT, "timeout", 30.0, lo=0.1)
         self.heartbeat = config.get_int(RABBIT, "heartbeat", 60, lo=1, hi=65535)
         self.blocked_connection_timeout = config.get_float(
-            RABBIT, "blocked_connection_timeout", 300.0, lo=0.1)
+            RABBIT, "blocked_connection_timeout", 300.0, lo=0.1
+        )
 
     @staticmethod
     def _parse_node(text: str, where: str) -> _Node:
@@ -176,8 +200,12 @@ class RabbitTransport(Transport):
             if key not in QUEUE_FLAGS
         }
         if (self.queue_arguments or config.raw_keys(QUEUE_OPTIONS)) and not self.queue:
-            log.warning("%s: [%s] is ignored because [%s] queue is not set: no queue is declared",
-                        config.name, QUEUE_OPTIONS, RABBIT)
+            log.warning(
+                "%s: [%s] is ignored because [%s] queue is not set: no queue is declared",
+                config.name,
+                QUEUE_OPTIONS,
+                RABBIT,
+            )
 
     def _read_ssl_options(self, config: ConfigFile) -> ssl.SSLContext:
         def where(key: str) -> str:
@@ -186,13 +214,16 @@ class RabbitTransport(Transport):
         verify = config.get_bool(SSL_OPTIONS, "verify", True)
         cert_reqs = config.get_str(SSL_OPTIONS, "cert_reqs", "").upper()
         if cert_reqs and cert_reqs not in ("CERT_NONE", "CERT_OPTIONAL", "CERT_REQUIRED"):
-            raise ConfigError(f"{where('cert_reqs')} = {cert_reqs!r}: expected CERT_REQUIRED "
-                              "or CERT_NONE")
+            raise ConfigError(
+                f"{where('cert_reqs')} = {cert_reqs!r}: expected CERT_REQUIRED or CERT_NONE"
+            )
         off_key = "verify"
         if cert_reqs == "CERT_NONE":
             if config.get_str(SSL_OPTIONS, "verify", "") and verify:
-                raise ConfigError(f"{where('cert_reqs')} = CERT_NONE contradicts "
-                                  f"[{SSL_OPTIONS}] verify = true: keep one of them")
+                raise ConfigError(
+                    f"{where('cert_reqs')} = CERT_NONE contradicts "
+                    f"[{SSL_OPTIONS}] verify = true: keep one of them"
+                )
             verify, off_key = False, "cert_reqs"
         ca_certs = config.get_str(SSL_OPTIONS, "ca_certs", "")
         certfile = config.get_str(SSL_OPTIONS, "certfile", "")
@@ -208,19 +239,26 @@ class RabbitTransport(Transport):
             try:
                 context.load_verify_locations(cafile=ca_certs)
             except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"{where('ca_certs')} = {ca_certs!r}: cannot load CA "
-                                  f"certificates: {_reason(exc)}") from None
+                raise ConfigError(
+                    f"{where('ca_certs')} = {ca_certs!r}: cannot load CA "
+                    f"certificates: {_reason(exc)}"
+                ) from None
         if certfile:
             try:
                 context.load_cert_chain(certfile, keyfile or None)
             except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"{where('certfile')} = {certfile!r}: cannot load the client "
-                                  f"certificate/key: {_reason(exc)}") from None
+                raise ConfigError(
+                    f"{where('certfile')} = {certfile!r}: cannot load the client "
+                    f"certificate/key: {_reason(exc)}"
+                ) from None
         if not verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-            log.warning("%s: TLS certificate verification is off: the connection is encrypted "
-                        "but the broker is not authenticated", where(off_key))
+            log.warning(
+                "%s: TLS certificate verification is off: the connection is encrypted "
+                "but the broker is not authenticated",
+                where(off_key),
+            )
         self.verify = verify
         return context
 
@@ -275,8 +313,13 @@ class RabbitTransport(Transport):
         for attempt in range(rounds):
             if attempt:
                 delay = self.retry_delay * 2 ** (attempt - 1)
-                log.warning("no RabbitMQ node reachable (last: %s); retry %d of %d in %gs",
-                            failures[-1], attempt, self.connect_retries, delay)
+                log.warning(
+                    "no RabbitMQ node reachable (last: %s); retry %d of %d in %gs",
+                    failures[-1],
+                    attempt,
+                    self.connect_retries,
+                    delay,
+                )
                 time.sleep(delay)
             for node in self.nodes:
                 node = self._node_port(node)
@@ -290,8 +333,7 @@ class RabbitTransport(Transport):
                     self._drop_connection()
         tried = "; ".join(dict.fromkeys(failures))  # same failure each round: say it once
         raise TransportUnavailable(
-            f"cannot reach RabbitMQ after {rounds} round(s) over {len(self.nodes)} node(s): "
-            f"{tried}"
+            f"cannot reach RabbitMQ after {rounds} round(s) over {len(self.nodes)} node(s): {tried}"
         ) from (last.__cause__ if last else None)
 
     def _connect(self, node: _Node) -> None:
@@ -341,37 +383,53 @@ class RabbitTransport(Transport):
         if self.exchange:
             # We never declare an exchange (its type and owner are the archive's); a
             # passive declare fails with 404 when it is missing.
-            self._rpc(lambda cb: channel.exchange_declare(self.exchange, passive=True,
-                                                          callback=cb),
-                      f"checking exchange {self.exchange!r}")
+            self._rpc(
+                lambda cb: channel.exchange_declare(self.exchange, passive=True, callback=cb),
+                f"checking exchange {self.exchange!r}",
+            )
             report.append(f"exchange {self.exchange!r} exists")
         if self.queue:
             passive = self.passive or check_only
             what = "checking" if passive else "declaring"
             try:
-                ok = self._rpc(lambda cb: channel.queue_declare(
-                    self.queue, passive=passive, arguments=None if passive else
-                    self.queue_arguments, callback=cb, **self.queue_flags),
-                    f"{what} queue {self.queue!r}")
+                ok = self._rpc(
+                    lambda cb: channel.queue_declare(
+                        self.queue,
+                        passive=passive,
+                        arguments=None if passive else self.queue_arguments,
+                        callback=cb,
+                        **self.queue_flags,
+                    ),
+                    f"{what} queue {self.queue!r}",
+                )
             except TransportError as exc:
-                if not (check_only and not self.passive
-                        and getattr(exc, "reply_code", None) == 404):
+                if not (
+                    check_only and not self.passive and getattr(exc, "reply_code", None) == 404
+                ):
                     raise
-                report.append(f"queue {self.queue!r} does not exist yet (the first run "
-                              "declares it)")
+                report.append(
+                    f"queue {self.queue!r} does not exist yet (the first run declares it)"
+                )
             else:
-                report.append(f"queue {self.queue!r} has {ok.method.message_count} message(s) "
-                              f"and {ok.method.consumer_count} consumer(s)")
+                report.append(
+                    f"queue {self.queue!r} has {ok.method.message_count} message(s) "
+                    f"and {ok.method.consumer_count} consumer(s)"
+                )
                 if self.exchange and not passive:
                     # A queue we declare is bound to the exchange, so a fresh broker works
                     # without manual set-up; binding again is a no-op. With passive = true
                     # the archive owns the topology and we change nothing.
-                    self._rpc(lambda cb: channel.queue_bind(self.queue, self.exchange,
-                                                            self.routing_key, callback=cb),
-                              f"binding queue {self.queue!r} to exchange {self.exchange!r}")
+                    self._rpc(
+                        lambda cb: channel.queue_bind(
+                            self.queue, self.exchange, self.routing_key, callback=cb
+                        ),
+                        f"binding queue {self.queue!r} to exchange {self.exchange!r}",
+                    )
         if not check_only:
-            self._rpc(lambda cb: channel.confirm_delivery(self._on_ack_nack, callback=cb),
-                      "enabling publisher confirms")
+            self._rpc(
+                lambda cb: channel.confirm_delivery(self._on_ack_nack, callback=cb),
+                "enabling publisher confirms",
+            )
         self._doing = "publishing"
         return ", ".join(report) or "connected"
 
@@ -401,8 +459,10 @@ class RabbitTransport(Transport):
                 if done():
                     return
                 if expired:
-                    raise TransportUnavailable(f"{self._where()}: no answer within "
-                                               f"{timeout:g}s while {doing} (see [rabbit] timeout)")
+                    raise TransportUnavailable(
+                        f"{self._where()}: no answer within "
+                        f"{timeout:g}s while {doing} (see [rabbit] timeout)"
+                    )
                 self._loop.poll()
                 self._loop.process_timeouts()
         finally:
@@ -451,8 +511,9 @@ class RabbitTransport(Transport):
             headers=message.headers or None,
         )
         try:
-            self._channel.basic_publish(self.exchange, self.routing_key, message.body,
-                                        properties, mandatory=True)
+            self._channel.basic_publish(
+                self.exchange, self.routing_key, message.body, properties, mandatory=True
+            )
         except pika.exceptions.AMQPError as exc:
             raise self._failure or self._unavailable(f"lost while publishing: {exc!r}") from exc
         self._next_tag += 1
@@ -508,27 +569,36 @@ class RabbitTransport(Transport):
         for tag in tags:
             message = self._pending.pop(tag)
             if tag in self._returned:
-                self._record(TransportError(f"{self._where()}: message {message.message_id} "
-                                            f"was returned unroutable: {self._returned.pop(tag)}"))
+                self._record(
+                    TransportError(
+                        f"{self._where()}: message {message.message_id} "
+                        f"was returned unroutable: {self._returned.pop(tag)}"
+                    )
+                )
             elif nack:
-                self._record(TransportError(
-                    f"{self._where()}: the broker refused (nacked) message {message.message_id} "
-                    f"for queue {self.queue or self.routing_key!r} (queue full with "
-                    "x-overflow = reject-publish, or a broker-side failure)"))
+                queue = self.queue or self.routing_key
+                self._record(
+                    TransportError(
+                        f"{self._where()}: the broker refused (nacked) message "
+                        f"{message.message_id} for queue {queue!r} (queue full with "
+                        "x-overflow = reject-publish, or a broker-side failure)"
+                    )
+                )
             else:
                 self._confirmed.append(message)
 
     def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         # A basic.return carries no delivery tag; it comes before the ack of the same
         # message, so it belongs to the oldest unconfirmed message with that id.
-        why = (f"{method.reply_code} {method.reply_text}, exchange "
-               f"{method.exchange or '(default)'!r}, routing key {method.routing_key!r}")
+        why = (
+            f"{method.reply_code} {method.reply_text}, exchange "
+            f"{method.exchange or '(default)'!r}, routing key {method.routing_key!r}"
+        )
         for tag, message in self._pending.items():
             if message.message_id == properties.message_id and tag not in self._returned:
                 self._returned[tag] = why
                 return
-        self._record(TransportError(f"{self._where()}: a message was returned unroutable "
-                                    f"({why})"))
+        self._record(TransportError(f"{self._where()}: a message was returned unroutable ({why})"))
 
     def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
         self._channel = None
@@ -552,21 +622,26 @@ class RabbitTransport(Transport):
     # -- failure mapping -----------------------------------------------------------
 
     def _unavailable(self, why: str) -> TransportUnavailable:
-        return TransportUnavailable(f"{self._where()}: {why}; unconfirmed messages are sent "
-                                    "again by the next run")
+        return TransportUnavailable(
+            f"{self._where()}: {why}; unconfirmed messages are sent again by the next run"
+        )
 
     def _refusal(self, code: int, text: str) -> TransportError:
         about_queue = f"queue {self.queue!r}" in self._doing
         if code == 403:
             hint = "the user lacks this permission (rabbitmqctl list_permissions)"
         elif code == 404 and about_queue:
-            hint = ("create the queue, or set [rabbit_queue_options] passive = false to let "
-                    "tstat_send declare it")
+            hint = (
+                "create the queue, or set [rabbit_queue_options] passive = false to let "
+                "tstat_send declare it"
+            )
         elif code == 404:
             hint = "create the exchange, or fix [rabbit] exchange"
         elif code == 406 and about_queue:
-            hint = ("the queue exists with other settings: make [rabbit_queue_options] match "
-                    "it, or set passive = true to publish to it as it is")
+            hint = (
+                "the queue exists with other settings: make [rabbit_queue_options] match "
+                "it, or set passive = true to publish to it as it is"
+            )
         else:
             hint = ""
         text = f"{self._where()}: {self._doing} refused by the broker ({code} {text})"
@@ -581,7 +656,8 @@ class RabbitTransport(Transport):
         if isinstance(reason, pika.exceptions.ConnectionBlockedTimeout):
             return self._unavailable(
                 f"the broker blocked publishing for more than {self.blocked_connection_timeout:g}s "
-                "(memory or disk alarm)")
+                "(memory or disk alarm)"
+            )
         if isinstance(reason, pika.exceptions.AMQPHeartbeatTimeout):
             return self._unavailable(f"no heartbeat from the broker for {self.heartbeat}s")
         return self._unavailable(f"connection lost while {self._doing} ({_reason(reason)})")
@@ -593,10 +669,17 @@ class RabbitTransport(Transport):
             return self._refusal(cause.reply_code, cause.reply_text)
         error_class, text = next(
             ((cls, text) for types, cls, text in _OPEN_ERRORS if isinstance(cause, types)),
-            (TransportError, "cannot connect ({reason})"))
-        return error_class(f"{self._where()}: " + text.format(
-            vhost=self.vhost, timeout=self.timeout, reason=_reason(cause),
-            verify=getattr(cause, "verify_message", "").rstrip(".")))
+            (TransportError, "cannot connect ({reason})"),
+        )
+        return error_class(
+            f"{self._where()}: "
+            + text.format(
+                vhost=self.vhost,
+                timeout=self.timeout,
+                reason=_reason(cause),
+                verify=getattr(cause, "verify_message", "").rstrip("."),
+            )
+        )
 
     # -- check and close -----------------------------------------------------------
 
@@ -643,31 +726,61 @@ class RabbitTransport(Transport):
 # What a failed connection attempt means, first match wins: (pika's underlying
 # exception types, our error class, the text after "rabbit host:port (vhost, user): ").
 _OPEN_ERRORS: list[tuple[tuple[type[BaseException], ...], type[TransportError], str]] = [
-    ((pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError),
-     TransportError, "login refused: wrong username or password ([rabbit] username, password)"),
-    ((pika.exceptions.ProbableAccessDeniedError,), TransportError,
-     "vhost {vhost!r} does not exist or the user may not use it ([rabbit] vhost; "
-     "rabbitmqctl list_permissions)"),
-    ((ssl.SSLCertVerificationError,), TransportError,
-     "the broker's TLS certificate does not verify: {verify} ([ssl_options] ca_certs, "
-     "server_hostname)"),
-    ((ssl.SSLEOFError, ssl.SSLZeroReturnError), TransportUnavailable,
-     "TLS connection closed during the handshake"),
-    ((ssl.SSLError,), TransportError,
-     "TLS handshake failed ({reason}); is use_ssl right for this port?"),
+    (
+        (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError),
+        TransportError,
+        "login refused: wrong username or password ([rabbit] username, password)",
+    ),
+    (
+        (pika.exceptions.ProbableAccessDeniedError,),
+        TransportError,
+        "vhost {vhost!r} does not exist or the user may not use it ([rabbit] vhost; "
+        "rabbitmqctl list_permissions)",
+    ),
+    (
+        (ssl.SSLCertVerificationError,),
+        TransportError,
+        "the broker's TLS certificate does not verify: {verify} ([ssl_options] ca_certs, "
+        "server_hostname)",
+    ),
+    (
+        (ssl.SSLEOFError, ssl.SSLZeroReturnError),
+        TransportUnavailable,
+        "TLS connection closed during the handshake",
+    ),
+    (
+        (ssl.SSLError,),
+        TransportError,
+        "TLS handshake failed ({reason}); is use_ssl right for this port?",
+    ),
     ((socket.gaierror,), TransportUnavailable, "cannot resolve host name ({reason})"),
-    ((ConnectionRefusedError,), TransportUnavailable,
-     "connection refused (is RabbitMQ running and listening on this port?)"),
+    (
+        (ConnectionRefusedError,),
+        TransportUnavailable,
+        "connection refused (is RabbitMQ running and listening on this port?)",
+    ),
     # pika ends a handshake that outlives stack_timeout by aborting its own connection:
     # ConnectionOpenAborted means a timeout here, as we never abort one.
-    ((connection_workflow.AMQPConnectorStackTimeout, TimeoutError,
-      pika.exceptions.ConnectionOpenAborted), TransportUnavailable,
-     "no answer within {timeout:g}s (see [rabbit] timeout)"),
-    ((pika.exceptions.IncompatibleProtocolError,), TransportUnavailable,
-     "the connection closed before the AMQP handshake (broker starting up, or not AMQP/TLS "
-     "on this port?)"),
-    ((OSError, pika.exceptions.AMQPConnectionError), TransportUnavailable,
-     "cannot connect ({reason})"),
+    (
+        (
+            connection_workflow.AMQPConnectorStackTimeout,
+            TimeoutError,
+            pika.exceptions.ConnectionOpenAborted,
+        ),
+        TransportUnavailable,
+        "no answer within {timeout:g}s (see [rabbit] timeout)",
+    ),
+    (
+        (pika.exceptions.IncompatibleProtocolError,),
+        TransportUnavailable,
+        "the connection closed before the AMQP handshake (broker starting up, or not AMQP/TLS "
+        "on this port?)",
+    ),
+    (
+        (OSError, pika.exceptions.AMQPConnectionError),
+        TransportUnavailable,
+        "cannot connect ({reason})",
+    ),
 ]
 
 
@@ -680,8 +793,11 @@ def _innermost(error: BaseException) -> BaseException:
             error = error.exceptions[-1]
         elif isinstance(error, connection_workflow.AMQPConnectorPhaseErrorBase):
             error = error.exception
-        elif (type(error) is pika.exceptions.AMQPConnectionError and error.args
-              and isinstance(error.args[0], BaseException)):
+        elif (
+            type(error) is pika.exceptions.AMQPConnectionError
+            and error.args
+            and isinstance(error.args[0], BaseException)
+        ):
             error = error.args[0]
         else:
             break

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from broker import broker, broker_user, other_ca, queue_name, test_ca  # noqa: F401 (fixtures)
 
 DATA = Path(os.environ.get("TSTAT_DATA", Path(__file__).resolve().parents[2] / "shared/data/tstat"))
 VARIANTS = ("full", "core", "advanced", "inprogress")

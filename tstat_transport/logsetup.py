@@ -38,5 +38,7 @@ def setup_logging(verbose: bool = False, debug: bool = False, quiet: bool = Fals
     handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%dT%H:%M:%S"))
     root.addHandler(handler)
     root.setLevel(level)
-    # pika logs every frame at DEBUG and reconnect noise at INFO/WARNING: only -D shows it.
-    logging.getLogger("pika").setLevel(logging.DEBUG if debug else logging.ERROR)
+    # pika logs every frame at DEBUG, and each failure it reports to us at ERROR, with
+    # tracebacks: the transport turns those into one line, so only -D shows pika's own.
+    # CRITICAL still shows (pika uses it for protocol breaches).
+    logging.getLogger("pika").setLevel(logging.DEBUG if debug else logging.CRITICAL)

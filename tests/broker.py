@@ -1,0 +1,454 @@
+"""Test support for the real RabbitMQ broker: fixtures, a TCP proxy that can be cut, a test CA.
+
+The fixtures are re-exported by conftest.py, so any test module can ask for `broker`
+or `queue_name`. Locally a broker that does not answer skips the tests that need it,
+saying how to start one; under CI=true it fails them instead.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import selectors
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pika
+import pika.exceptions
+import pytest
+
+BROKER_HOST = os.environ.get("TSTAT_TEST_BROKER_HOST", "127.0.0.1")
+BROKER_PORT = int(os.environ.get("TSTAT_TEST_BROKER_PORT", "5672"))
+BROKER_USER = "guest"
+BROKER_PASSWORD = "guest"
+
+
+class Broker:
+    """Administrative access to the test broker, for setting up and checking queues."""
+
+    host = BROKER_HOST
+    port = BROKER_PORT
+    username = BROKER_USER
+    password = BROKER_PASSWORD
+
+    def connect(self) -> pika.BlockingConnection:
+        return pika.BlockingConnection(
+            pika.ConnectionParameters(
+                self.host,
+                self.port,
+                credentials=pika.PlainCredentials(self.username, self.password),
+                connection_attempts=1,
+                socket_timeout=10,
+                blocked_connection_timeout=60,
+            )
+        )
+
+    def declare(self, queue: str, **kwargs: Any) -> None:
+        """Declare `queue` (queue_declare keyword arguments); raises pika's errors."""
+        with self.connect() as conn:
+            conn.channel().queue_declare(queue, **kwargs)
+
+    def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        with self.connect() as conn:
+            conn.channel().queue_bind(queue, exchange, routing_key)
+
+    def delete(self, queue: str) -> None:
+        with self.connect() as conn:
+            conn.channel().queue_delete(queue)
+
+    def fetch(self, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
+        """Every message now in `queue`, taken off it in order."""
+        got = []
+        with self.connect() as conn:
+            channel = conn.channel()
+            while True:
+                method, properties, body = channel.basic_get(queue, auto_ack=True)
+                if method is None:
+                    return got
+                got.append((properties, body))
+
+
+def _reachable() -> str | None:
+    try:
+        Broker().connect().close()
+    except pika.exceptions.AMQPError as exc:
+        return repr(exc)
+    return None
+
+
+@pytest.fixture(scope="session")
+def broker() -> Broker:
+    """The real broker at 127.0.0.1:5672 (guest/guest)."""
+    problem = _reachable()
+    if problem is not None:
+        message = (
+            f"RabbitMQ not reachable at {BROKER_HOST}:{BROKER_PORT} ({problem}); start "
+            "it with `service rabbitmq-server start` (or `docker run -p 5672:5672 "
+            "rabbitmq:3`)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return Broker()
+
+
+@pytest.fixture
+def queue_name(broker: Broker) -> Iterator[str]:
+    """A fresh queue name, deleted (if it was created) when the test ends."""
+    name = f"tstat-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    broker.delete(name)
+
+
+@dataclass
+class BrokerUser:
+    """A user made for one test with rabbitmqctl; no permissions until `permit()`."""
+
+    name: str
+    password: str
+
+    def permit(self, configure: str = ".*", write: str = ".*", read: str = ".*") -> None:
+        rabbitmqctl("set_permissions", "-p", "/", self.name, configure, write, read)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def broker_user(broker: Broker) -> Iterator[BrokerUser]:
+    """A fresh user with a password nobody else uses, deleted at teardown."""
+    if shutil.which("rabbitmqctl") is None or os.geteuid() != 0:
+        message = "creating a broker user needs rabbitmqctl, run as root"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    user = BrokerUser(f"tstat-test-{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}")
+    rabbitmqctl("add_user", user.name, user.password)
+    try:
+        yield user
+    finally:
+        rabbitmqctl("delete_user", user.name)
+
+
+def free_port() -> int:
+    """A local TCP port with nothing listening on it (as far as anyone can tell)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proxy:
+    """A TCP proxy in front of the broker, optionally terminating TLS.
+
+    `cut_after`: after that many bytes from client to broker (all connections
+    together), it forwards exactly up to that byte and then closes every connection,
+    as a network failure would mid-stream. `cut()` does it at once. `hold_replies()`
+    stops forwarding from broker to client (acks pile up at the broker side) until
+    `release_replies()`.
+    """
+
+    def __init__(
+        self,
+        upstream: tuple[str, int] = (BROKER_HOST, BROKER_PORT),
+        server_context: ssl.SSLContext | None = None,
+        cut_after: int | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.server_context = server_context
+        self.cut_after = cut_after
+        self.forwarded = 0
+        self.errors: list[BaseException] = []
+        self._cut = threading.Event()
+        self._replies = threading.Event()
+        self._replies.set()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._start(self._accept_loop)
+
+    def __enter__(self) -> Proxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # listener closed
+            self._start(self._serve, client)
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            if self.server_context is not None:
+                client = self.server_context.wrap_socket(client, server_side=True)
+            upstream = socket.create_connection(self.upstream)
+        except (OSError, ssl.SSLError) as exc:
+            # A client that rejects our certificate ends up here: expected in TLS tests.
+            self.errors.append(exc)
+            client.close()
+            return
+        with self._lock:
+            self._sockets += [client, upstream]
+        try:
+            self._pump(client, upstream)
+        except OSError:
+            pass
+        finally:
+            self._close_pair(client, upstream)
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        # One thread moves both directions: an SSLSocket must not be read and written
+        # from two threads at once.
+        with selectors.DefaultSelector() as sel:
+            sel.register(client, selectors.EVENT_READ, "up")
+            while not self._cut.is_set():
+                registered = upstream in sel.get_map()
+                if self._replies.is_set() and not registered:
+                    sel.register(upstream, selectors.EVENT_READ, "down")
+                elif not self._replies.is_set() and registered:
+                    sel.unregister(upstream)
+                pending = isinstance(client, ssl.SSLSocket) and client.pending()
+                ready = (
+                    [("up", None)]
+                    if pending
+                    else [(key.data, key) for key, _ in sel.select(timeout=0.05)]
+                )
+                for direction, _ in ready:
+                    if direction == "up":
+                        data = client.recv(65536)
+                        if not data or not self._forward_up(upstream, data):
+                            return
+                    else:
+                        data = upstream.recv(65536)
+                        if not data:
+                            return
+                        client.sendall(data)
+
+    def _forward_up(self, upstream: socket.socket, data: bytes) -> bool:
+        with self._lock:
+            room = None if self.cut_after is None else self.cut_after - self.forwarded
+            if room is not None and len(data) >= room:
+                data = data[:room]
+            self.forwarded += len(data)
+        upstream.sendall(data)
+        if room is not None and self.forwarded >= self.cut_after:  # type: ignore[operator]
+            self.cut()
+            return False
+        return True
+
+    def hold_replies(self) -> None:
+        self._replies.clear()
+
+    def release_replies(self) -> None:
+        self._replies.set()
+
+    def cut(self) -> None:
+        """Drop every connection through the proxy now (new ones are still accepted)."""
+        self._cut.set()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _shut(sock)
+
+    def _close_pair(self, *socks: socket.socket) -> None:
+        for sock in socks:
+            _shut(sock)
+
+    def close(self) -> None:
+        self.cut()
+        _shut(self._listener)  # shutdown() is what wakes a thread blocked in accept()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+@dataclass
+class TestCA:
+    """A certificate authority made for one test session, and a server certificate it signed."""
+
+    __test__ = False  # not a test class, whatever pytest thinks of its name
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.server_cert, self.server_key)
+        return context
+
+
+def make_test_ca(directory: Path, name: str, backend: str | None = None) -> TestCA:
+    """A CA called `name` in `directory` and a server certificate for localhost and 127.0.0.1.
+
+    Uses the `cryptography` package when it is installed, else the `openssl` command.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    if backend is None:
+        try:
+            import cryptography  # noqa: F401
+
+            backend = "cryptography"
+        except ImportError:
+            backend = "openssl"
+    if backend == "cryptography":
+        return _ca_with_cryptography(directory, name)
+    if shutil.which("openssl") is None:
+        pytest.fail("making a test CA needs the cryptography package or the openssl command")
+    return _ca_with_openssl(directory, name)
+
+
+def _ca_with_cryptography(directory: Path, name: str) -> TestCA:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = TestCA(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.server_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def _ca_with_openssl(directory: Path, name: str) -> TestCA:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    ec_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run(
+        "req",
+        "-x509",
+        *ec_key,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,digitalSignature,keyCertSign,cRLSign",
+    )
+    run("req", *ec_key, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (directory / "server.ext").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
+    )
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    )
+    return TestCA(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    return make_test_ca(tmp_path_factory.mktemp("ca"), "tstat test CA")
+
+
+@pytest.fixture(scope="session")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    """A second CA the broker's certificate does not come from."""
+    return make_test_ca(tmp_path_factory.mktemp("other-ca"), "some other CA")

@@ -38,7 +38,8 @@ def test_every_config_key_is_in_the_example(name):
     sections = re.findall(r"^\[([^\]]+)\]", example, re.MULTILINE)
     for section, keys in get_transport(name).config_sections.items():
         assert section in sections, f"config.ini.example lacks [{section}]"
-        body = example.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
+        body = re.split(rf"^\[{re.escape(section)}\]$", example, flags=re.MULTILINE)[1]
+        body = re.split(r"^\[", body, flags=re.MULTILINE)[0]
         for key in keys or ():
             # Set, or shown commented out with its default.
             assert re.search(rf"^[#; ]*{re.escape(key)} *=", body, re.MULTILINE), (

@@ -287,6 +287,7 @@ def test_password_never_logged_even_with_protocol_detail(
     broker, broker_user, queue_name, tmp_path, caplog
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="pika")  # whatever an earlier CLI run set
     broker_user.permit()
     transport = make_transport(tmp_path, user_config(broker, broker_user, queue_name))
     with transport:

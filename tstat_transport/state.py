@@ -29,6 +29,15 @@ STATE_NAME = ".tstat_send.state"
 LOCK_NAME = ".tstat_transport.lock"
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def is_tstat_dir_name(name: str) -> bool:
     """True for names Tstat gives its rotated directories (`2016_02_17_12_53.out`)."""
     return TSTAT_DIR_RE.match(name) is not None
@@ -45,6 +54,7 @@ def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

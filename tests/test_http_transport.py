@@ -593,3 +593,49 @@ def test_unreadable_ca_file_is_a_config_error_on_open(tmp_path):
         f"{tmp_path / 'config.ini'}: [http] ca_certs = '{tmp_path / 'absent.pem'}': "
         "cannot load CA certificates: No such file or directory"
     )
+
+
+# -- through tstat_send: the same marker and resume rules as rabbit --------------------
+
+
+def _send_http(tmp_path: Path, url: str, root: Path, **keys: object) -> int:
+    from tstat_transport.cli import send_main
+
+    cfg = tmp_path / "http.ini"
+    cfg.write_text(f"[http]\nurl = {url}\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()))
+    return send_main(["-t", "http", "-c", str(cfg), "-T", "0", "-S", "s1", "-d", str(root)])
+
+
+def test_tstat_send_over_http_with_a_receiver_failing_half_the_time(
+    tmp_path, receiver, tstat_root, capsys
+):
+    from tstat_transport.cli import send_main
+
+    root = tstat_root("full")
+    send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)])
+    want = [o for line in capsys.readouterr().out.splitlines() for o in json.loads(line)]
+    server = receiver(lambda n, r: 503 if n % 2 == 0 else 200)
+    assert _send_http(tmp_path, server.url, root, retries=2) == 0
+    got = [o for r in server.stored for o in json.loads(r.body)]
+    assert got == want
+    done = sorted(d.name for d in root.glob("*.out") if (d / ".processed").exists())
+    assert done == ["2026_11_24_19_18.out", "2026_11_24_19_20.out", "2026_11_24_19_22.out"]
+
+
+def test_tstat_send_over_http_stops_on_a_client_error_and_resumes(
+    tmp_path, receiver, tstat_root, capsys
+):
+    root = tstat_root("full")
+    # The archive accepts 8 messages, then refuses (a revoked token, say).
+    server = receiver(lambda n, r: 200 if n < 8 else (403, b"token revoked"))
+    assert _send_http(tmp_path, server.url, root) == 1
+    err = capsys.readouterr().err
+    assert "403" in err and "127.0.0.1" in err
+    assert (root / "2026_11_24_19_18.out/.processed").exists()
+    state = json.loads((root / "2026_11_24_19_20.out/.tstat_send.state").read_text())
+    assert state["files"]["log_tcp_complete"]["messages"] == 2  # 6 + 2 accepted
+    fixed = receiver()
+    assert _send_http(tmp_path, fixed.url, root) == 0
+    ids = [r.headers["X-Message-Id"] for r in server.stored + fixed.stored]
+    assert len(ids) == len(set(ids)) == 19  # window 1: nothing sent twice
+    assert ids[8] == "s1:0:2026_11_24_19_20.out:log_tcp_complete:2"

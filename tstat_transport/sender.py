@@ -179,11 +179,11 @@ class DirectoryProgress:
         return pos, entry["messages"]
 
     def confirm(self, pending: _Pending) -> None:
-        entry = self.files.setdefault(log_name := pending.log_name, {"objects": 0})
+        """Record a message confirmed in order: its file is done up to its end."""
+        entry = self.files.setdefault(pending.log_name, {"objects": 0})
         entry.update(pending.end.to_json())
         entry["messages"] = pending.number + 1
         entry["objects"] = entry.get("objects", 0) + pending.count
-        self.files[log_name] = entry
         self.dirty = True
 
     def advance(self, pos_by_log: dict[str, Position]) -> None:

@@ -542,7 +542,6 @@ def machine_facts(broker_version: str, original_venv: Path | None) -> dict[str, 
         "RabbitMQ": broker_version,
         "peak RSS from": "GNU time %M" if GNU_TIME else "os.wait4 ru_maxrss (upper bound)",
         "tree": git or "?",
-        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -696,9 +695,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     p.add_argument("--rss-limit-mb", type=float, default=50.0)
     p.add_argument(
+        "--big-floor",
+        action="store_true",
+        help="also run floor.py on the big directory (a reference for the memory check)",
+    )
+    p.add_argument(
         "--big-serial",
         action="store_true",
-        help="run the two memory-check runs one after the other, not side by side",
+        help="run the memory-check runs one after the other, not side by side",
     )
     a = p.parse_args(argv)
     base = QUICK if a.quick else DEFAULT
@@ -885,15 +889,15 @@ def plan(a: argparse.Namespace, s: Setup) -> tuple[list[Variant], list[Variant]]
 
     memory: list[Variant] = []
     big_rows = s.rows("big")
+    big_n = s.data / "big"
+    big_bytes = sum(d["bytes"] for d in s.manifest["big"].values())
+    big_label = f"{big_rows} rows, {big_bytes / 2**30:.2f} GiB, 1 dir"
     if not big_rows:
         s.skipped.append("memory check: --big-mb 0")
     elif not s.product:
-        s.skipped.append("memory check: needs this project's tstat_send")
+        s.skipped.append("memory check of the product: no product")
     else:
-        big_bytes = sum(d["bytes"] for d in s.manifest["big"].values())
-        big_label = f"{big_rows} rows, {big_bytes / 2**30:.2f} GiB, 1 dir"
         # Each run gets its own root (hard links: the same bytes), so they may run side by side.
-        big_n = s.data / "big"
         memory.append(
             Variant(
                 "product-N-big",
@@ -908,25 +912,41 @@ def plan(a: argparse.Namespace, s: Setup) -> tuple[list[Variant], list[Variant]]
         )
         if s.broker:
             big_rabbit = subset_root(big_n, s.data / "big-rabbit", 1)
+            queue = f"{s.queue}_big"
             memory.append(
                 Variant(
                     "product-e2e-big",
                     "product -> RabbitMQ",
                     "memory",
-                    product_rabbit(f"{s.queue}_big", big_rabbit, "product-big.ini"),
+                    product_rabbit(queue, big_rabbit, "product-big.ini"),
                     penv,
                     big_rabbit,
                     big_rows,
                     big_label,
-                    queue=f"{s.queue}_big",
+                    queue=queue,
                 )
             )
+    if big_rows and a.big_floor:
+        # floor.py only reads: it can share the -N root.
+        memory.append(
+            Variant(
+                "floor-N-big",
+                "floor.py (reference)",
+                "memory",
+                [*floor_n[:-1], str(big_n)],
+                env,
+                big_n,
+                big_rows,
+                big_label,
+            )
+        )
     return variants, memory
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     started = time.monotonic()
+    load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     work = a.work.resolve()
     (work / "logs").mkdir(parents=True, exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="run-", dir=work / "logs"))
@@ -959,6 +979,7 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception:  # noqa: S110 - best effort: the queue is this run's own
                     pass
     facts = machine_facts(s.broker_version, s.work / "orig-venv" if s.original else None)
+    facts["load average (1 5 15 min) at start"] = load_at_start
     facts["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     facts["this run took"] = f"{(time.monotonic() - started) / 60:.1f} min"
     facts["logs"] = str(logs)

@@ -10,9 +10,9 @@ produce the same flow objects (verify.py), then runs, interleaved, repetition af
   -N   this project's `tstat_send -N -T 0 --include-newest`, floor.py, the original 0.6.5 `-N`
   e2e  this project into the local RabbitMQ, the original into it, publish_floor.py (raw pika)
 
-each as a child process whose wall time, user+sys CPU and peak RSS come from os.wait4. Every
+each as a child process: wall time, user+sys CPU (os.wait4) and peak RSS (GNU time). Every
 broker run starts from an empty queue and is drained afterwards: its flows must all be there.
-Then this project's -N and broker runs once on the >= 1 GiB directory (the memory check).
+Then this project's -N and broker runs go once on the >= 1 GiB directory (the memory check).
 Prints the tables and writes them with the machine facts to bench/RESULTS.md.
 What is not available (no product yet, no broker) is skipped and said so in the results.
 """

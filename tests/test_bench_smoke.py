@@ -1,0 +1,125 @@
+"""Keep bench/ working: run it at a tiny size and check what it produced. No timing asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+sys.path.insert(0, str(BENCH))
+import make_data  # noqa: E402
+import run  # noqa: E402
+import verify  # noqa: E402
+
+
+def broker_reachable() -> bool:
+    try:
+        run.Broker("127.0.0.1", 5672, "guest", "guest", "/").version()
+        return True
+    except Exception:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no RabbitMQ at 127.0.0.1:5672 under CI (start it: rabbitmq-server)")
+        return False
+
+
+def table_rows(text: str, section: str, key_cells: int = 2) -> dict[str, list[str]]:
+    """The rows of the markdown table under `## section`, keyed by their first cells."""
+    part = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in part.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) > 2 and not set(cells[0]) <= {"-"}:
+            rows[" ".join(cells[:key_cells])] = cells
+    return rows
+
+
+def test_floor_produces_what_the_original_printed(data_dir):
+    for name, result in verify.floor_vs_original().items():
+        assert result["equal"], (name, result["unexpected"])
+        assert result["count"][0] > 0
+
+
+def test_make_data_is_deterministic_and_rows_are_distinct(tmp_path):
+    a = make_data.build(tmp_path / "a", rows=600, dirs=2, big_mb=0, seed=7, quiet=True)
+    b = make_data.build(tmp_path / "b", rows=600, dirs=2, big_mb=0, seed=7, quiet=True)
+    assert a["main"] == b["main"]
+    assert sum(d["rows"] for d in a["main"].values()) == 600
+    keys = set()
+    for d in sorted((tmp_path / "a" / "main").iterdir()):
+        assert d.name.endswith(".out")
+        for log in make_data.LOGS:
+            da, db = (d / log).read_bytes(), (tmp_path / "b" / "main" / d.name / log).read_bytes()
+            assert da == db
+            lines = da.decode().splitlines()
+            assert lines[0].startswith("#")
+            ncols = len(lines[0].split())
+            for line in lines[1:]:
+                fields = line.split(" ")
+                assert len(fields) == ncols
+                keys.add((fields[0], fields[1], fields[2]))  # c_ip, c_port, next column
+    assert len(keys) == 600
+
+
+def test_bench_runs_at_tiny_size(tmp_path, data_dir):
+    results = tmp_path / "RESULTS.md"
+    cmd = [
+        sys.executable,
+        str(BENCH / "run.py"),
+        "--rows",
+        "2000",
+        "--dirs",
+        "2",
+        "--big-mb",
+        "1",
+        "--reps",
+        "1",
+        "--no-setup-original",
+        "--work",
+        str(tmp_path / "work"),
+        "--results",
+        str(results),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = results.read_text()
+    runs = table_rows(text, "Runs")
+    product, _ = run.product_command(os.environ.get("TSTAT_BENCH_PRODUCT"))
+    broker = broker_reachable()
+
+    expected = ["-N floor.py (stdlib json)"]
+    if product:
+        expected.append("-N product -N")
+    if broker:
+        expected.append("e2e publish floor (window 256)")
+    if broker and product:
+        expected.append("e2e product -> RabbitMQ")
+    for key in expected:
+        assert key in runs, (key, list(runs))
+        assert runs[key][4] == "1/1", runs[key]  # the run exited 0 and lost nothing
+    assert not any(k.startswith("original") for k in runs)  # no venv in a fresh work dir
+
+    ratios = table_rows(text, "Ratios", key_cells=1)
+    assert set(ratios) >= {
+        "product -N / original -N",
+        "product -N / floor -N",
+        "product e2e / product -N",
+        "product e2e / original e2e",
+        "product e2e / publish floor",
+    }
+    if product:
+        assert ratios["product -N / floor -N"][1] != "n/a"
+        memory = table_rows(text, "Memory check", key_cells=1)
+        assert "product -N" in memory
+    assert "same objects" in text.split("## Same objects?", 1)[1]
+    assert "| RabbitMQ |" in text and "| Python |" in text
+    if broker:
+        publish = json.loads(
+            next((tmp_path / "work" / "logs").glob("run-*/publish-floor-*.out")).read_text()
+        )
+        assert publish["acked_flows"] == publish["flows"] == 4000

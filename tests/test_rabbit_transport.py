@@ -645,6 +645,7 @@ def test_a_lost_connection_is_one_line_in_the_cron_mail(
                 with transport:
                     for message in make_messages(50, pad=200):
                         transport.publish(message)
+                    transport.flush()
     finally:
         root.handlers[:] = saved[2]
         root.setLevel(saved[0])

@@ -442,32 +442,41 @@ class RabbitTransport(Transport):
 
     # -- the loop ------------------------------------------------------------------
 
-    def _wait(self, done: Callable[[], bool], doing: str, timeout: float | None = None) -> None:
-        """Run the I/O loop until `done()`; raise the first failure seen meanwhile.
-
-        Without a timeout, the heartbeat and blocked_connection_timeout bound the wait:
-        pika closes a connection whose broker went silent or stays blocked.
-        """
+    def _run_until(self, stop: Callable[[], bool], timeout: float | None) -> bool:
+        """Run the I/O loop until `stop()`: True, or False if `timeout` seconds pass first."""
         assert self._loop is not None
         expired: list[bool] = []
         timer = self._loop.call_later(timeout, lambda: expired.append(True)) if timeout else None
         try:
-            while True:
-                self._deliver_confirms()
-                if self._failure is not None:
-                    raise self._failure
-                if done():
-                    return
+            while not stop():
                 if expired:
-                    raise TransportUnavailable(
-                        f"{self._where()}: no answer within "
-                        f"{timeout:g}s while {doing} (see [rabbit] timeout)"
-                    )
+                    return False
                 self._loop.poll()
                 self._loop.process_timeouts()
+            return True
         finally:
             if timer is not None:
                 self._loop.remove_timeout(timer)
+
+    def _wait(self, done: Callable[[], bool], doing: str, timeout: float | None = None) -> None:
+        """Run the I/O loop until `done()`, reporting confirms; raise the first failure.
+
+        Without a timeout, the heartbeat and blocked_connection_timeout bound the wait:
+        pika closes a connection whose broker went silent or stays blocked.
+        """
+
+        def stop() -> bool:
+            self._deliver_confirms()
+            return self._failure is not None or done()
+
+        finished = self._run_until(stop, timeout)
+        if self._failure is not None:
+            raise self._failure
+        if not finished:
+            raise TransportUnavailable(
+                f"{self._where()}: no answer within {timeout:g}s while {doing} "
+                "(see [rabbit] timeout)"
+            )
 
     def _pump(self) -> None:
         """One pass of the I/O loop that does not block: send what is queued, read acks."""
@@ -543,14 +552,12 @@ class RabbitTransport(Transport):
         failure = self._failure
         if failure is None:  # a timeout of our own, not a recorded failure
             raise
-        if self._channel is not None and self._channel.is_open and self._pending:
-            self._failure = None
-            try:
-                self._wait(lambda: not self._pending, "collecting confirms", self.timeout)
-            except TransportError:
-                pass
+        # Nacks of later messages may come before the ack of an earlier one (a nack needs
+        # no fsync): keep collecting through them, until nothing is in flight, the
+        # channel is gone, or `timeout` passes.
+        if self._channel is not None and self._channel.is_open:
+            self._run_until(lambda: not self._pending or self._channel is None, self.timeout)
         self._deliver_confirms()
-        self._failure = failure
         raise failure
 
     def _deliver_confirms(self) -> None:
@@ -714,13 +721,7 @@ class RabbitTransport(Transport):
             conn.close()
         # Acks that still arrive now are not reported: on_confirm is called only from
         # publish() and flush(), and those messages are simply sent again next run.
-        assert self._loop is not None
-        expired: list[bool] = []
-        timer = self._loop.call_later(self.timeout, lambda: expired.append(True))
-        while not conn.is_closed and not expired:
-            self._loop.poll()
-            self._loop.process_timeouts()
-        self._loop.remove_timeout(timer)
+        self._run_until(lambda: conn.is_closed, self.timeout)
 
 
 # What a failed connection attempt means, first match wins: (pika's underlying

@@ -70,6 +70,7 @@ def tcp_flows(
     start = int(num(f[col["first"]]) / 1000)
     end = int(num(f[col["last"]]) / 1000)
     mss = min(num(f[col["c_mss"]]), num(f[col["s_mss"]]))
+    sack = max(num(f[col["c_sack_cnt"]]), num(f[col["s_sack_cnt"]]))
     flows = []
     for d, src_ip, src_port, dst_ip, dst_port in endpoints(f, col, c, s):
         bits = num(f[d["bytes_uniq"]]) * 8
@@ -106,7 +107,7 @@ def tcp_flows(
             "tcp_win_max": num(f[d["cwin_max"]]),
             "tcp_win_min": num(f[d["cwin_min"]]),
             "tcp_initial_cwin": num(f[d["cwin_ini"]]),
-            "tcp_sack_cnt": num(f[d["sack_cnt"]]),
+            "tcp_sack_cnt": sack,
         }
         flows.append(
             flow(values, src_ip, src_port, dst_ip, dst_port, "tcp", sensor, instance, start, end)
@@ -129,7 +130,7 @@ def udp_flows(
         if bits < threshold_bits:
             continue
         packets = num(f[d["pkts_all"]])
-        seconds = num(f[d["durat"]])  # Tstat writes UDP durations in seconds, not ms
+        seconds = float(f[d["durat"]])  # Tstat writes UDP durations in seconds, not ms
         duration = round(seconds, 2)
         values = {
             "duration": duration,

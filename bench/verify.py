@@ -20,11 +20,8 @@ EXPECTED = DATA / "expected-original" / "full"
 
 # Where this project's contract departs from what 0.6.5 printed, by protocol.
 # UDP: Tstat writes UDP durations in seconds; 0.6.5 divided them by 1000 (documented fix).
-# TCP tcp_sack_cnt: the contract takes the direction's own *_sack_cnt; 0.6.5 put
-# max(c_sack_cnt, s_sack_cnt) in both directions.
 KNOWN_DIFFERENCES = {
     "udp": {"duration", "bits_per_second", "packets_per_second", "end"},
-    "tcp": {"tcp_sack_cnt"},
 }
 
 

@@ -4,13 +4,22 @@ Configuration, section `[http]` (only `url` is required)::
 
     [http]
     url = https://archive.example.net/tstat/flows
-    auth_header = Authorization                  ; default Authorization when auth_value is set
-    auth_value = Bearer ${TSTAT_HTTP_TOKEN}      ; from the environment; never logged
-    ca_certs = /etc/ssl/certs/archive-ca.pem     ; trust only this CA (default: the system CAs)
-    tls_verify = true                            ; false turns verification off, with a warning
-    timeout = 30                                 ; seconds, for connecting and for each read
-    retries = 3                                  ; extra attempts after a transient failure
-    retry_delay = 1                              ; seconds before the first retry; doubles, <= 60
+    ; default Authorization when auth_value is set
+    auth_header = Authorization
+    ; from the environment; never logged
+    auth_value = Bearer ${TSTAT_HTTP_TOKEN}
+    ; trust only this CA (default: the system CAs)
+    ca_certs = /etc/ssl/certs/archive-ca.pem
+    ; false turns verification off, with a warning
+    tls_verify = true
+    ; seconds, for connecting and for each read
+    timeout = 30
+    ; extra attempts after a transient failure
+    retries = 3
+    ; seconds before the first retry; doubles, <= 60
+    retry_delay = 1
+
+Comments stand on their own lines: a `;` after a value is part of the value.
 
 Credentials in the URL (`https://user:${PASS}@host/`) are sent as HTTP Basic auth; log lines
 and errors show the URL without them. Over plain `http://` the auth header travels in clear.

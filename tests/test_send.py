@@ -311,3 +311,19 @@ def test_summary_line_at_verbose(capsys, data_dir, caplog):
         "summary: dirs_done=4 dirs_failed=0 dirs_skipped=0 dirs_waiting=0 rows=999 "
         "bad_rows=0 objects=1998 messages=24" in err
     )
+
+
+def test_wide_window_checkpoints_every_eighth_and_bounds_duplicates(tstat_root):
+    # Window 32: the state is written every 4 confirmed messages; a failure resends at
+    # most the 32 in flight plus 3 confirmed since the last write.
+    root = tstat_root("full")
+    s = settings(root)
+    first = ListTransport(s, window=32, fail_after=15)
+    with pytest.raises(TransportUnavailable), first:
+        Sender(s, first).run(root)
+    second = ListTransport(s, window=32)
+    with second:
+        assert Sender(s, second).run(root) == 0
+    ids = Counter(m.message_id for m in first.received + second.received)
+    assert len(ids) == 24  # every message of the four directories
+    assert 0 < sum(n - 1 for n in ids.values()) <= 32 + 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,37 @@ def tstat_root(tmp_path: Path, data_dir: Path):
         return copy_variant(variant, tmp_path)
 
     return make
+
+
+class SmallDisk:
+    """A 1 MB tmpfs: a real file system that really fills up (ENOSPC)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fill(self) -> None:
+        """Take every free byte, so that the next file written fails with ENOSPC."""
+        with open(self.path / "filler", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+
+    def free(self) -> None:
+        (self.path / "filler").unlink()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)]).returncode:
+        message = "cannot mount a small tmpfs (needs root, as in CI)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield SmallDisk(mnt)
+    finally:
+        subprocess.run(["umount", str(mnt)])

@@ -200,37 +200,26 @@ def test_sigkill_mid_run_then_rerun_loses_nothing(broker, queue_name, tstat_root
     assert markers(root) == DIRS[:3]
 
 
-def test_full_disk_for_the_state_file(broker, queue_name, data_dir, tmp_path, capsys):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)]).returncode:
-        pytest.fail("cannot mount a small tmpfs (the tests run as root in CI)")
-    try:
-        root = mnt / "root"
-        root.mkdir()
-        for name in DIRS[:2]:
-            subprocess.run(["cp", "-r", str(data_dir / "full" / name), str(root)], check=True)
-        want = expected_flows(capsys, root)
-        with open(mnt / "filler", "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
-        cfg = config(tmp_path, broker, queue_name, window=1)
-        assert run(cfg, root) == 1
-        assert "no space left on device" in capsys.readouterr().err
-        first = broker.fetch(queue_name)
-        assert markers(root) == []
-        (mnt / "filler").unlink()
-        assert run(cfg, root) == 0
-        second = broker.fetch(queue_name)
-        # Resent: the message in flight, and the one confirmed whose progress could not
-        # be written.
-        assert_all_arrived(flows(first) + flows(second), want, max_duplicates=2 * 100)
-        assert markers(root) == DIRS[:1]  # DIRS[1] is the newest here
-    finally:
-        subprocess.run(["umount", str(mnt)])
+def test_full_disk_for_the_state_file(broker, queue_name, data_dir, tmp_path, capsys,
+                                      small_disk):  # fmt: skip
+    root = small_disk.path / "root"
+    root.mkdir()
+    for name in DIRS[:2]:
+        subprocess.run(["cp", "-r", str(data_dir / "full" / name), str(root)], check=True)
+    want = expected_flows(capsys, root)
+    small_disk.fill()
+    cfg = config(tmp_path, broker, queue_name, window=1)
+    assert run(cfg, root) == 1
+    assert "no space left on device" in capsys.readouterr().err
+    first = broker.fetch(queue_name)
+    assert markers(root) == []
+    small_disk.free()
+    assert run(cfg, root) == 0
+    second = broker.fetch(queue_name)
+    # Resent: the message in flight, and the one confirmed whose progress could not
+    # be written.
+    assert_all_arrived(flows(first) + flows(second), want, max_duplicates=2 * 100)
+    assert markers(root) == DIRS[:1]  # DIRS[1] is the newest here
 
 
 def test_overlapping_run_sends_nothing_and_says_why_at_verbose(broker, queue_name, tstat_root,

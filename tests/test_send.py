@@ -270,37 +270,24 @@ def test_unusable_log_leaves_its_directory_unmarked_and_others_go(tstat_root, ca
     assert len(jsonl_objects(out)) == 1998 - 452
 
 
-def test_full_disk_for_the_state_file_stops_and_keeps_what_was_confirmed(tmp_path, data_dir):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
-        root = mnt / "root"
-        root.mkdir()
-        shutil.copytree(data_dir / "full" / FULL_DIRS[0], root / FULL_DIRS[0])
-        shutil.copytree(data_dir / "full" / FULL_DIRS[1], root / FULL_DIRS[1])
-        # Fill the disk so that the first state file cannot be written.
-        with open(mnt / "filler", "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
-        s = settings(root)
-        t = ListTransport(s, window=1)
-        with pytest.raises(StateError, match="no space left on device"), t:
-            Sender(s, t).run(root)
-        assert not (root / FULL_DIRS[0] / PROCESSED_NAME).exists()
-        assert list((root / FULL_DIRS[0]).glob(".*tmp")) == []  # no half-written leftovers
-        (mnt / "filler").unlink()
-        t2 = ListTransport(s, window=1)
-        with t2:
-            assert Sender(s, t2).run(root) == 0
-        assert (root / FULL_DIRS[0] / PROCESSED_NAME).exists()
-        assert len(t2.objects()) == FULL_OBJECTS[FULL_DIRS[0]] + FULL_OBJECTS[FULL_DIRS[1]]
-    finally:
-        subprocess.run(["umount", str(mnt)])
+def test_full_disk_for_the_state_file_stops_and_keeps_what_was_confirmed(data_dir, small_disk):
+    root = small_disk.path / "root"
+    root.mkdir()
+    shutil.copytree(data_dir / "full" / FULL_DIRS[0], root / FULL_DIRS[0])
+    shutil.copytree(data_dir / "full" / FULL_DIRS[1], root / FULL_DIRS[1])
+    small_disk.fill()  # the first state file cannot be written
+    s = settings(root)
+    t = ListTransport(s, window=1)
+    with pytest.raises(StateError, match="no space left on device"), t:
+        Sender(s, t).run(root)
+    assert not (root / FULL_DIRS[0] / PROCESSED_NAME).exists()
+    assert list((root / FULL_DIRS[0]).glob(".*tmp")) == []  # no half-written leftovers
+    small_disk.free()
+    t2 = ListTransport(s, window=1)
+    with t2:
+        assert Sender(s, t2).run(root) == 0
+    assert (root / FULL_DIRS[0] / PROCESSED_NAME).exists()
+    assert len(t2.objects()) == FULL_OBJECTS[FULL_DIRS[0]] + FULL_OBJECTS[FULL_DIRS[1]]
 
 
 def test_summary_line_at_verbose(capsys, data_dir, caplog):

@@ -71,8 +71,6 @@ class Chunk:
 
     items: list[str]
     end: Position  # where the next chunk starts
-    first_line: int
-    stats_rows: int = 0
 
     @property
     def objects(self) -> list[dict]:
@@ -199,8 +197,7 @@ class LogFile:
             skip = self.start.skip
             encode, ncols = conv.encode, conv.ncols
             buf: list = []
-            rows = 0
-            first_line = lineno
+            rows = 0  # counted locally, added to stats per chunk
             for raw in f:
                 row_offset = offset
                 offset += len(raw)
@@ -261,13 +258,12 @@ class LogFile:
                         chunk, buf = buf[:CHUNK_SIZE], buf[CHUNK_SIZE:]
                     stats.rows += rows
                     stats.objects += len(chunk)
-                    yield Chunk(chunk, end, first_line, rows)
+                    yield Chunk(chunk, end)
                     rows = 0
-                    first_line = lineno if not buf else line_no
             stats.rows += rows
             if buf:
                 stats.objects += len(buf)
-                yield Chunk(buf, Position(offset, lineno, 0, header_offset), first_line, rows)
+                yield Chunk(buf, Position(offset, lineno, 0, header_offset))
             self.end = Position(offset, lineno, 0, header_offset)
 
 

@@ -85,6 +85,15 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def flush(self) -> None: ...
 
+    def poll(self) -> None:
+        """Service the connection while the sender reads without publishing.
+
+        Called by the sender at least every few seconds while it reads rows that
+        produce no message (a long log below the threshold), so a transport can
+        answer heartbeats and collect confirms; it must return promptly. Raises
+        like `publish`. The default does nothing.
+        """
+
     @abc.abstractmethod
     def close(self) -> None: ...
 

@@ -2,7 +2,7 @@
 
 The fixtures are re-exported by conftest.py, so any test module can ask for `broker`
 or `queue_name`. Locally a broker that does not answer skips the tests that need it,
-saying how to start one; under CI=true it fails them instead.
+saying how to start one; under CI conftest turns every skip into a failure.
 """
 
 from __future__ import annotations
@@ -95,9 +95,7 @@ def broker() -> Broker:
             "it with `service rabbitmq-server start` (or `docker run -p 5672:5672 "
             "rabbitmq:3`)"
         )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(message)  # a failure under CI (conftest)
     return Broker()
 
 
@@ -129,9 +127,7 @@ def broker_user(broker: Broker) -> Iterator[BrokerUser]:
     """A fresh user with a password nobody else uses, deleted at teardown."""
     if shutil.which("rabbitmqctl") is None or os.geteuid() != 0:
         message = "creating a broker user needs rabbitmqctl, run as root"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(message)  # a failure under CI (conftest)
     user = BrokerUser(f"tstat-test-{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}")
     rabbitmqctl("add_user", user.name, user.password)
     try:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tstat_transport.config import ConfigFile, Settings
 from tstat_transport.errors import TransportUnavailable
 from tstat_transport.transports import Message, Transport
+
+
+def under_ci() -> bool:
+    """True under CI: any non-empty CI other than 0/false/no (CI=true, CI=1, CI=yes...)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 class ListTransport(Transport):

@@ -152,9 +152,10 @@ class Proxy:
     body of the N-th message published (counted in AMQP frames, so the cut does not
     depend on protocol overhead). `cut()` does it at once. `hold_replies()` stops
     forwarding from broker to client (acks pile up at the broker side) until
-    `release_replies()`. `coalesce_acks`: the broker's acks are held a moment and passed
-    on as one ack with `multiple` set, as a broker may send them; `multiple_acks` counts
-    those that covered more than one message.
+    `release_replies()`; `hold_after_publish=N` does it once the N-th message is
+    published, so that the client is left with messages in flight. `coalesce_acks`: the
+    broker's acks are held a moment and passed on as one ack with `multiple` set, as a
+    broker may send them; `multiple_acks` counts those that covered more than one message.
     """
 
     def __init__(
@@ -163,12 +164,14 @@ class Proxy:
         server_context: ssl.SSLContext | None = None,
         cut_after: int | None = None,
         cut_in_publish: int | None = None,
+        hold_after_publish: int | None = None,
         coalesce_acks: bool = False,
     ) -> None:
         self.upstream = upstream
         self.server_context = server_context
         self.cut_after = cut_after
         self.cut_in_publish = cut_in_publish
+        self.hold_after_publish = hold_after_publish
         self.coalesce_acks = coalesce_acks
         self.publishes = 0
         self.multiple_acks = 0
@@ -226,7 +229,9 @@ class Proxy:
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         # One thread moves both directions: an SSLSocket must not be read and written
         # from two threads at once.
-        framed = self.cut_in_publish is not None or self.coalesce_acks
+        framed = self.coalesce_acks or any(
+            n is not None for n in (self.cut_in_publish, self.hold_after_publish)
+        )
         up_frames, down_frames = AmqpFrames(header=True), AmqpFrames()
         acks: list[bytes] = []  # the broker's ack frames, not yet passed on
         with selectors.DefaultSelector() as sel:
@@ -293,6 +298,8 @@ class Proxy:
             kind = frame[0]
             if kind == 1 and frame[7:11] == b"\x00\x3c\x00\x28":  # basic.publish
                 self.publishes += 1
+                if self.publishes == self.hold_after_publish:
+                    self.hold_replies()
             elif kind == 3 and self.publishes == self.cut_in_publish:  # its body
                 upstream.sendall(frame[: len(frame) // 2])
                 self.cut()

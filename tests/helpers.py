@@ -156,3 +156,58 @@ def register(monkeypatch, **faults) -> type[FaultyTransport]:
     monkeypatch.setattr(sys.modules[__name__], "ConfiguredFaultyTransport", cls, raising=False)
     monkeypatch.setitem(registry.BUILTIN, "faulty", "helpers:ConfiguredFaultyTransport")
     return cls
+
+
+# -- flow values worked out by hand from the raw columns (doc/message-format.md) ---------
+
+
+def raw_rows(root: Path, log: str) -> dict[tuple[str, int], dict[str, str]]:
+    """Every row of `log` in every directory, as column name -> text, keyed by client.
+
+    Where a name repeats (the advanced level), the first column of that name counts.
+    """
+    rows = {}
+    for path in sorted(root.glob(f"*/{log}")):
+        lines = path.read_text().splitlines()
+        if not lines:
+            continue
+        names = [item.rsplit(":", 1)[0] for item in lines[0].lstrip("#").split("#")[-1].split()]
+        for line in lines[1:]:
+            row: dict[str, str] = {}
+            for name, value in zip(names, line.split(" ")):
+                row.setdefault(name, value)
+            rows[(row["c_ip"], int(row["c_port"]))] = row
+    return rows
+
+
+def ms(text: str) -> float:
+    """A `%f` column as used: rounded to 3 decimals (doc/message-format.md, Numbers)."""
+    return round(float(text), 3)
+
+
+def rate(amount: int, seconds: float) -> float:
+    return round(amount / seconds, 2) if seconds else 0
+
+
+def by_hand_tcp(row: dict[str, str], d: str) -> dict:
+    seconds = ms(row["durat"]) / 1000  # Tstat writes TCP times in ms
+    bits = int(row[d + "bytes_uniq"]) * 8
+    packets = int(row[d + "pkts_data"])
+    return {
+        "duration": round(seconds, 2), "num_bits": bits, "num_packets": packets,
+        "bits_per_second": rate(bits, seconds), "packets_per_second": rate(packets, seconds),
+        "tcp_rexmit_bytes": int(row[d + "bytes_retx"]),
+        "tcp_rexmit_pkts": int(row[d + "pkts_retx"]),
+        "tcp_out_seq_pkts": int(row[d + "pkts_ooo"]),
+    }  # fmt: skip
+
+
+def by_hand_udp(row: dict[str, str], d: str) -> dict:
+    # Tstat writes UDP durations in seconds; rates use them at full precision.
+    seconds = float(row[d + "durat"])
+    bits = int(row[d + "bytes_all"]) * 8
+    packets = int(row[d + "pkts_all"])
+    return {
+        "duration": round(seconds, 2), "num_bits": bits, "num_packets": packets,
+        "bits_per_second": rate(bits, seconds), "packets_per_second": rate(packets, seconds),
+    }  # fmt: skip

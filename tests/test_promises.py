@@ -39,7 +39,7 @@ def send(root: Path, *extra: str) -> int:
 
 def reference(capsys, root: Path) -> list[dict]:
     """What -N prints for the complete directories: every flow that must arrive."""
-    send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)])
+    assert send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)]) == 0
     return jsonl_objects(capsys.readouterr().out)
 
 
@@ -240,8 +240,8 @@ def test_marker_and_state_are_fsynced_before_and_after_the_rename(tstat_root, tm
     """)
     trace = tmp_path / "trace"
     done = subprocess.run(
-        [strace, "-f", "-y", "-qq", "-o", str(trace), "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
-         sys.executable, "-c", script],
+        [strace, "-f", "-y", "-qq", "-o", str(trace),
+         "-e", "trace=fsync,fdatasync,rename,renameat,renameat2", sys.executable, "-c", script],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     if "ptrace" in done.stderr and done.returncode != 75:

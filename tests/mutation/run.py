@@ -123,7 +123,7 @@ MUTATIONS = [
         "resume-from-start",
         "the next run reads the state file from that position and sends the rest",
         "tstat_transport/sender.py",
-        "        return pos, entry[\"messages\"]\n",
+        '        return pos, entry["messages"]\n',
         "        return Position(), 0\n",
         (P + "test_progress_confirmed_before_a_failure_is_saved",),
     ),
@@ -139,7 +139,8 @@ MUTATIONS = [
         "processed-not-skipped",
         "a directory marked .processed is skipped from then on",
         "tstat_transport/sender.py",
-        "            if (directory / PROCESSED_NAME).exists():\n                self.stats.dirs_skipped += 1",
+        "            if (directory / PROCESSED_NAME).exists():\n"
+        "                self.stats.dirs_skipped += 1",
         "            if False:\n                self.stats.dirs_skipped += 1",
         (S + "test_directory_marked_only_after_everything_confirmed",),
     ),
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             text=True, check=True,
         ).stdout.strip()  # fmt: skip
         if not Path(found).resolve().is_relative_to(copy.resolve()):
-            print(f"mutation: the tests would import {found}, not the scratch copy", file=sys.stderr)
+            print(f"mutation: the tests would import {found}, not the copy", file=sys.stderr)
             return 2
         for m in chosen:
             original = apply(copy, m)
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 (copy / m.file).write_text(original)
             seconds = time.monotonic() - started
             if code == 1:
-                failed = [line for line in tail.splitlines() if line.startswith(("FAILED", "ERROR"))]
+                failed = [x for x in tail.splitlines() if x.startswith(("FAILED", "ERROR"))]
                 verdict = f"caught: {failed[0] if failed else 'a test failed'}"
             elif code == 0:
                 verdict = "NOT CAUGHT: the tests pass with the promise broken"

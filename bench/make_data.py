@@ -12,7 +12,8 @@ writes OUT/main/<dirs>.out/, OUT/big/<one>.out/ (the memory check; --big-mb 0 sk
 OUT/corrupt/<one>.out/ (the memory check's corrupt row: real rows and, among them, one real row
 with --corrupt-mb MiB of NUL bytes before it, as a crash can leave; 0 skips it), plus
 OUT/manifest.json. Every file's modification time is the end of its directory's 5 minutes, long
-past, as on a sensor where Tstat has moved on. An existing manifest with the same parameters means nothing is redone.
+past, as on a sensor where Tstat has moved on. An existing manifest with the same parameters
+means nothing is redone.
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
 import make_data  # noqa: E402
-import run  # noqa: E402
+import runner  # noqa: E402
 import verify  # noqa: E402
 
 
 def broker_reachable() -> bool:
     try:
-        run.Broker("127.0.0.1", 5672, "guest", "guest", "/").version()
+        runner.Broker("127.0.0.1", 5672, "guest", "guest", "/").version()
         return True
     except Exception:
         if os.environ.get("CI") == "true":
@@ -89,7 +89,7 @@ def test_bench_runs_at_tiny_size(tmp_path, data_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = results.read_text()
     runs = table_rows(text, "Runs")
-    product, _ = run.product_command(os.environ.get("TSTAT_BENCH_PRODUCT"))
+    product, _ = runner.product_command(os.environ.get("TSTAT_BENCH_PRODUCT"))
     broker = broker_reachable()
 
     expected = ["-N floor.py (stdlib json)"]

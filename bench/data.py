@@ -57,9 +57,9 @@ class Setup:
 
 def discover(a: argparse.Namespace, work: Path) -> Setup:
     skipped: list[str] = []
-    data = work / f"data-r{a.rows}-d{a.dirs}-b{a.big_mb}-s{a.seed}"
+    data = work / f"data-r{a.rows}-d{a.dirs}-b{a.big_mb}-c{a.corrupt_mb}-s{a.seed}"
     log(f"data: {data}")
-    manifest = make_data.build(data, a.rows, a.dirs, a.big_mb, a.seed)
+    manifest = make_data.build(data, a.rows, a.dirs, a.big_mb, a.seed, corrupt_mb=a.corrupt_mb)
     broker, version = None, "not reached"
     if a.no_broker:
         skipped.append("RabbitMQ runs: --no-broker")
@@ -250,42 +250,63 @@ def plan(a: argparse.Namespace, s: Setup) -> tuple[list[Variant], list[Variant]]
         )
 
     memory: list[Variant] = []
+    # (part of the data, label suffix, data label, what the product should report as bad)
+    inputs: list[tuple[str, str, str, str | None]] = []
     big_rows = s.rows("big")
-    big_n = s.data / "big"
-    big_bytes = sum(d["bytes"] for d in s.manifest["big"].values())
-    big_label = f"{big_rows} rows, {big_bytes / 2**30:.2f} GiB, 1 dir"
-    if not big_rows:
-        s.skipped.append("memory check: --big-mb 0")
-    elif not s.product:
-        s.skipped.append("memory check of the product: no product")
+    if big_rows:
+        big_bytes = sum(d["bytes"] for d in s.manifest["big"].values())
+        size = (
+            f"{big_bytes / 2**30:.2f} GiB" if big_bytes >= 2**30 else f"{big_bytes / 2**20:.0f} MiB"
+        )
+        inputs.append(("big", "", f"{big_rows} rows, {size}, 1 dir", None))
     else:
+        s.skipped.append("memory check: --big-mb 0")
+    corrupt = list(s.manifest.get("corrupt", {}).values())
+    if corrupt:
+        junk_mb = corrupt[0]["junk_bytes"] / 2**20
+        inputs.append(
+            (
+                "corrupt",
+                " (corrupt row)",
+                f"{corrupt[0]['rows']} rows + 1 row behind {junk_mb:g} MiB of NUL bytes, 1 dir",
+                f"log_tcp_complete:{corrupt[0]['junk_line']}",
+            )
+        )
+    else:
+        s.skipped.append("memory check of a corrupt row: --corrupt-mb 0")
+    if inputs and not s.product:
+        s.skipped.append("memory check of the product: no product")
+    for part, suffix, data_label, bad_row in inputs if s.product else []:
         # Each run gets its own root (hard links: the same bytes), so they may run side by side.
+        part_n = s.data / part
         memory.append(
             Variant(
-                "product-N-big",
-                "product -N",
+                f"product-N-{part}",
+                "product -N" + suffix,
                 "memory",
-                [*product_n, str(big_n)],
+                [*product_n, str(part_n)],
                 penv,
-                big_n,
-                big_rows,
-                big_label,
+                part_n,
+                s.rows(part),
+                data_label,
+                bad_row=bad_row,
             )
         )
         if s.broker:
-            big_rabbit = subset_root(big_n, s.data / "big-rabbit", 1)
-            queue = f"{s.queue}_big"
+            part_rabbit = subset_root(part_n, s.data / f"{part}-rabbit", 1)
+            queue = f"{s.queue}_{part}"
             memory.append(
                 Variant(
-                    "product-e2e-big",
-                    "product -> RabbitMQ",
+                    f"product-e2e-{part}",
+                    "product -> RabbitMQ" + suffix,
                     "memory",
-                    product_rabbit(queue, big_rabbit, "product-big.ini"),
+                    product_rabbit(queue, part_rabbit, f"product-{part}.ini"),
                     penv,
-                    big_rabbit,
-                    big_rows,
-                    big_label,
+                    part_rabbit,
+                    s.rows(part),
+                    data_label,
                     queue=queue,
+                    bad_row=bad_row,
                 )
             )
     if big_rows and a.big_floor:
@@ -295,11 +316,11 @@ def plan(a: argparse.Namespace, s: Setup) -> tuple[list[Variant], list[Variant]]
                 "floor-N-big",
                 "floor.py (reference)",
                 "memory",
-                [*floor_n[:-1], str(big_n)],
+                [*floor_n[:-1], str(s.data / "big")],
                 env,
-                big_n,
+                s.data / "big",
                 big_rows,
-                big_label,
+                inputs[0][2],
             )
         )
     return variants, memory

@@ -121,7 +121,8 @@ def write_dir(
     """Write one Tstat directory: `rows` data rows, or as many as make `min_bytes` of log.
 
     With `junk_bytes`, one more line, halfway through log_tcp_complete: that many NUL bytes
-    followed by a real row. It is not counted in the rows (a reader must skip it as bad).
+    followed by a real row. It is not counted in the rows (a reader must skip it as bad); its
+    line number in log_tcp_complete is returned as `junk_line`.
     Returns rows and bytes written per log file.
     """
     tcp, udp = sources["log_tcp_complete"], sources["log_udp_complete"]
@@ -130,6 +131,7 @@ def write_dir(
     files = {log: open(path / log, "w", encoding="utf-8", newline="\n") for log in LOGS}
     counts = {log: 0 for log in LOGS}
     size = 0
+    extra: dict[str, int] = {}
     try:
         for log, f in files.items():
             f.write(sources[log].header + "\n")
@@ -143,6 +145,7 @@ def write_dir(
                 junk = "\0" * junk_bytes + _row(tcp, rng, first_ms, ("first", "last"))
                 files["log_tcp_complete"].write(junk)
                 size += len(junk)
+                extra["junk_line"] = 2 + counts["log_tcp_complete"]  # after the header
             if rng.random() < tcp_share:
                 log, line = "log_tcp_complete", _row(tcp, rng, first_ms, ("first", "last"))
             else:
@@ -161,7 +164,7 @@ def write_dir(
     done = start + DIR_SECONDS
     for p in [*(path / log for log in LOGS), path]:
         os.utime(p, (done, done))
-    return {f"{log}_rows": counts[log] for log in LOGS} | {"bytes": size, "rows": n}
+    return {f"{log}_rows": counts[log] for log in LOGS} | {"bytes": size, "rows": n} | extra
 
 
 def build(

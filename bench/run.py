@@ -2,6 +2,8 @@
 
     python bench/run.py                 # default: ~500 000 rows in 12 dirs + a 1 GiB dir, 3 reps
     python bench/run.py --quick         # 60 000 rows in 6 dirs + a 128 MiB dir, 3 reps
+
+(either also with a directory holding one row behind 25 MiB of NUL bytes, for the memory check)
     python bench/run.py --help          # every option
 
 Builds (or reuses) a synthetic Tstat hierarchy (make_data.py), checks that the programs compared
@@ -12,7 +14,8 @@ produce the same flow objects (verify.py), then runs, interleaved, repetition af
 
 each as a child process: wall time, user+sys CPU (os.wait4) and peak RSS (GNU time). Every
 broker run starts from an empty queue and is drained afterwards: its flows must all be there.
-Then this project's -N and broker runs go once on the >= 1 GiB directory (the memory check).
+Then this project's -N and broker runs go once on the >= 1 GiB directory and on the corrupt
+row's (the memory check).
 Prints the tables and writes them with the machine facts to bench/RESULTS.md.
 What is not available (no product yet, no broker) is skipped and said so in the results.
 
@@ -35,8 +38,8 @@ from data import discover, equivalence, plan  # noqa: E402
 from report import machine_facts, render  # noqa: E402
 from runner import HERE, log, run_all  # noqa: E402
 
-QUICK = {"rows": 60_000, "dirs": 6, "big_mb": 128}
-DEFAULT = {"rows": 500_000, "dirs": 12, "big_mb": 1024}
+QUICK = {"rows": 60_000, "dirs": 6, "big_mb": 128, "corrupt_mb": 25}
+DEFAULT = {"rows": 500_000, "dirs": 12, "big_mb": 1024, "corrupt_mb": 25}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,6 +50,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--big-mb",
         type=int,
         help=f"MiB of log in the memory-check directory ({DEFAULT['big_mb']}; 0: none)",
+    )
+    p.add_argument(
+        "--corrupt-mb",
+        type=int,
+        help="MiB of NUL bytes before one row of the memory check's corrupt directory "
+        f"({DEFAULT['corrupt_mb']}, what a crash can leave; 0: no such directory)",
     )
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (3)")
     p.add_argument(

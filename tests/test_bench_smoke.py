@@ -77,6 +77,8 @@ def test_bench_runs_at_tiny_size(tmp_path, data_dir):
         "2",
         "--big-mb",
         "1",
+        "--corrupt-mb",
+        "1",
         "--reps",
         "1",
         "--no-setup-original",
@@ -109,13 +111,21 @@ def test_bench_runs_at_tiny_size(tmp_path, data_dir):
         "product -N / original -N",
         "product -N / floor -N",
         "product e2e / product -N",
+        "product e2e / product -N, CPU",
         "product e2e / original e2e",
         "product e2e / publish floor",
     }
+    assert ratios["product e2e / product -N, CPU"][1:2] == ["CPU"]
     if product:
-        assert ratios["product -N / floor -N"][1] != "n/a"
+        assert ratios["product -N / floor -N"][2] != "n/a"
         memory = table_rows(text, "Memory check", key_cells=1)
-        assert "product -N" in memory
+        assert {"product -N", "product -N (corrupt row)"} <= set(memory)
+        # Whatever the product does with it, the harness looked for the bad row in its stderr.
+        assert "log_tcp_complete:" in memory["product -N (corrupt row)"][-1]
+    if product and broker:
+        assert ratios["product e2e / product -N"][2] != "n/a"
+        assert ratios["product e2e / product -N, CPU"][2] != "n/a"
+        assert "product -> RabbitMQ (corrupt row)" in memory
     assert "same objects" in text.split("## Same objects?", 1)[1]
     assert "| RabbitMQ |" in text and "| Python |" in text
     if broker:

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
 import make_data  # noqa: E402
+import report  # noqa: E402
 import runner  # noqa: E402
 import verify  # noqa: E402
 
@@ -133,3 +134,25 @@ def test_bench_runs_at_tiny_size(tmp_path, data_dir):
             next((tmp_path / "work" / "logs").glob("run-*/publish-floor-*.out")).read_text()
         )
         assert publish["acked_flows"] == publish["flows"] == 4000
+
+
+def test_ratios_compare_rows_per_second_upwards_and_cpu_downwards():
+    def variant(key: str, wall: float, cpu: float) -> runner.Variant:
+        v = runner.Variant(key, key, "-N", [], {}, Path("."), 1_000_000, "")
+        v.runs.append(runner.Run(wall=wall, cpu=cpu, maxrss_kb=0, returncode=0, timed_out=False))
+        return v
+
+    def table(e2e_wall: float, e2e_cpu: float) -> dict[str, list[str]]:
+        by_key = {"product-N": variant("product-N", 10.0, 40.0)}
+        by_key["product-e2e"] = variant("product-e2e", e2e_wall, e2e_cpu)
+        return {r[0]: r for r in report.ratio_rows(by_key)}
+
+    # 12.5 s and 46 s against 10 s and 40 s: 0.8x the rows/s, 1.15x the CPU: both targets met.
+    met = table(12.5, 46.0)
+    assert met["product e2e / product -N"][1:] == ["rows/s", "0.80", "0.80", ">= 0.8", "yes"]
+    assert met["product e2e / product -N, CPU"][1:] == ["CPU", "1.15", "1.15", "<= 1.15", "yes"]
+    missed = table(14.0, 48.0)
+    assert missed["product e2e / product -N"][2:] == ["0.71", "0.71", ">= 0.8", "NO"]
+    assert missed["product e2e / product -N, CPU"][2:] == ["1.20", "1.20", "<= 1.15", "NO"]
+    # Without the runs a ratio needs, it says so instead of judging.
+    assert met["product -N / original -N"][2:] == ["n/a", "n/a", ">= 10", "-"]

@@ -13,9 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import floor  # noqa: E402
+from make_data import DATA  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("TSTAT_DATA", HERE.parent.parent / "shared" / "data" / "tstat"))
 EXPECTED = DATA / "expected-original" / "full"
 
 # Where this project's contract departs from what 0.6.5 printed, by protocol.

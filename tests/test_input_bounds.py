@@ -90,8 +90,7 @@ def test_log_linked_to_dev_zero_is_refused(tstat_root):
     done = cli("-N", "-T", "0", "-d", str(root), timeout=30)
     assert done.returncode == 1
     assert said(done.stderr) == [
-        f"{log}: a symbolic link, not a regular file: only regular files are read: "
-        "file not sent"
+        f"{log}: a symbolic link, not a regular file: only regular files are read: file not sent"
     ]
     assert len(printed(done.stdout)) == 490 + 634  # the other complete directories
 
@@ -214,7 +213,9 @@ def test_gzipped_logs_give_the_plain_run_s_objects_and_reports(tstat_root, varia
     packed = cli("-N", "-T", "0", "-S", "s1", "--include-newest", "-d", str(root))
     assert packed.returncode == plain.returncode
     assert printed(packed.stdout) == printed(plain.stdout)
-    assert said(packed.stderr) == said(plain.stderr.replace(TCP, f"{TCP}.gz").replace(UDP, f"{UDP}.gz"))
+    assert said(packed.stderr) == said(
+        plain.stderr.replace(TCP, f"{TCP}.gz").replace(UDP, f"{UDP}.gz")
+    )
 
 
 def test_gzipped_logs_resume_after_a_cut_without_loss(broker, queue_name, tstat_root, tmp_path,
@@ -242,7 +243,9 @@ def test_truncated_gz_is_never_marked_and_its_complete_rows_go(tstat_root, tmp_p
                                                                monkeypatch, caplog):  # fmt: skip
     plain = tstat_root("full").rename(tmp_path / "plain")
     root = tstat_root("full")
-    everything = printed(cli("-N", "-T", "0", "-S", "s1", "--include-newest", "-d", str(root)).stdout)
+    everything = printed(
+        cli("-N", "-T", "0", "-S", "s1", "--include-newest", "-d", str(root)).stdout
+    )
     gzip_logs(root)
     CliList.instances.clear()
     whole = {}

@@ -1,9 +1,10 @@
 """Read one Tstat log file as a stream of chunks of at most 100 flow objects.
 
-Memory stays flat: the file is read line by line and only the chunk being filled
-is held. Each chunk comes with the position where the next one starts, so the
-sender can record how far the archive has confirmed and a later run can resume
-there (by byte offset) instead of re-reading or re-sending the file.
+Memory stays flat: the file is read line by line, each line bounded, and only the
+chunk being filled is held. Each chunk comes with the position where the next one
+starts, so the sender can record how far the archive has confirmed and a later run
+can resume there (by byte offset, in the uncompressed stream for a .gz) instead of
+re-reading or re-sending the file. Only regular files are read.
 """
 
 from __future__ import annotations
@@ -262,6 +263,26 @@ class LogFile:
         self.stats.headers += 1
         return conv
 
+    def _unended_line(self, f: IO[bytes], raw: bytes, line_no: int) -> int:
+        """A line read without its newline: over-long, or the last of the file.
+
+        An over-long line is read past and reported as a bad row: returns its
+        length. Otherwise the file ends there (returns 0): a row Tstat is still
+        writing (4 KiB stdio buffer), or the cut remains of a crash when the
+        directory is complete.
+        """
+        if len(raw) == MAX_LINE_BYTES:
+            length = _skip_line(f.readline, len(raw))
+            if length:
+                self._bad(line_no, f"line of {length} bytes, longer than the limit of "
+                                   f"{MAX_LINE_BYTES}")  # fmt: skip
+                return length
+        if self.complete and not getattr(f, "truncated", False):
+            self._bad(line_no, "last line is cut short (no newline at end of file)")
+        else:
+            self.stats.incomplete_tail = True
+        return 0
+
     def _read(
         self, f: IO[bytes], conv: RowConverter, header_offset: int, offset: int, lineno: int
     ) -> Iterator[Chunk]:
@@ -285,20 +306,11 @@ class LogFile:
             line_no = lineno
             lineno += 1
             if raw[-1:] != b"\n":
-                if len(raw) == MAX_LINE_BYTES:
-                    length = _skip_line(readline, len(raw))
-                    if length:
-                        rows += 1
-                        offset = row_offset + length
-                        self._bad(line_no, f"line of {length} bytes, longer than the limit "
-                                           f"of {MAX_LINE_BYTES}")  # fmt: skip
-                        continue
-                # A row Tstat is still writing (4 KiB stdio buffer), or the cut
-                # remains of a crash when the directory is complete.
-                if self.complete and not getattr(f, "truncated", False):
-                    self._bad(line_no, "last line is cut short (no newline at end of file)")
-                else:
-                    stats.incomplete_tail = True
+                length = self._unended_line(f, raw, line_no)
+                if length:  # an over-long line, read past
+                    rows += 1
+                    offset = row_offset + length
+                    continue
                 offset = row_offset
                 lineno = line_no
                 break

@@ -131,7 +131,9 @@ def run_lock(root: Path) -> Iterator[Path]:
     try:
         fd = os.open(path, flags, 0o666)  # the umask applies, as with open()
     except OSError as exc:
-        reason = "it is a symbolic link (not followed)" if exc.errno == errno.ELOOP else exc.strerror
+        reason = (
+            "it is a symbolic link (not followed)" if exc.errno == errno.ELOOP else exc.strerror
+        )
         raise StateError(f"cannot open lock file {path}: {reason}") from exc
     with os.fdopen(fd, "ab") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import io
 import json
 import logging
 import math
@@ -20,7 +21,7 @@ import stat
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import Callable, Iterator
 
 from .records import LogFormatError, Options, RowConverter, compile_converter
 
@@ -159,7 +160,7 @@ class LogFile:
                         self.path, line_no, replaced)  # fmt: skip
         return [_dumps(obj) for obj in objects]
 
-    def _header_at(self, f: IO[bytes], offset: int) -> RowConverter:
+    def _header_at(self, f: io.BufferedIOBase, offset: int) -> RowConverter:
         f.seek(offset)
         raw = f.readline(MAX_LINE_BYTES)
         if not raw.endswith(b"\n"):
@@ -202,7 +203,7 @@ class LogFile:
                         "before line %d were read, the directory is not marked processed",
                         self.path, (self.end or self.start).line)  # fmt: skip
 
-    def _begin(self, f: IO[bytes]) -> tuple[RowConverter, int, int, int] | None:
+    def _begin(self, f: io.BufferedIOBase) -> tuple[RowConverter, int, int, int] | None:
         """Read the header at the start of the file: (converter, header offset, offset, line)."""
         first = f.readline(MAX_LINE_BYTES)
         if first.endswith(b"\n"):
@@ -225,7 +226,7 @@ class LogFile:
             self.stats.incomplete_tail = True
         return None
 
-    def _resume(self, f: IO[bytes]) -> tuple[RowConverter, int, int, int]:
+    def _resume(self, f: io.BufferedIOBase) -> tuple[RowConverter, int, int, int]:
         """Go back to `start`: the header in force there, then the first unsent row.
 
         A .gz file is decompressed from its start up to there.
@@ -263,7 +264,7 @@ class LogFile:
         self.stats.headers += 1
         return conv
 
-    def _unended_line(self, f: IO[bytes], raw: bytes, line_no: int) -> int:
+    def _unended_line(self, f: io.BufferedIOBase, raw: bytes, line_no: int) -> int:
         """A line read without its newline: over-long, or the last of the file.
 
         An over-long line is read past and reported as a bad row: returns its
@@ -284,7 +285,7 @@ class LogFile:
         return 0
 
     def _read(
-        self, f: IO[bytes], conv: RowConverter, header_offset: int, offset: int, lineno: int
+        self, f: io.BufferedIOBase, conv: RowConverter, header_offset: int, offset: int, lineno: int
     ) -> Iterator[Chunk]:
         """The rows from `offset` (line `lineno`) on, cut into chunks."""
         # Hot loop: one pass per row, so only locals and no per-row calls beyond
@@ -293,6 +294,7 @@ class LogFile:
         skip = self.start.skip
         encode, ncols = conv.encode, conv.ncols
         buf: list[str] = []
+        objs: list[str] | None
         nbytes = 0  # JSON characters in buf (ASCII: as many bytes)
         rows = 0  # counted locally, added to stats per chunk
         unsent = Position(offset, lineno, skip, header_offset)  # where buf's objects start
@@ -453,7 +455,7 @@ class _GzipLog(gzip.GzipFile):
 
 
 @contextlib.contextmanager
-def open_log(path: Path) -> Iterator[IO[bytes]]:
+def open_log(path: Path) -> Iterator[io.BufferedIOBase]:
     """Open a log (plain or .gz) for reading, if it is a regular file.
 
     The open neither follows a symlink nor blocks (a FIFO would wait for a writer

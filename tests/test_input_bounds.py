@@ -118,7 +118,8 @@ def test_planted_symlink_is_never_written_through(broker, queue_name, tstat_root
 # -- bounded lines, bounded messages --------------------------------------------------------
 
 
-def test_row_with_25_mb_of_nul_bytes_is_a_bad_row_and_memory_stays_flat(tstat_root):
+@pytest.mark.parametrize("compressed", [False, True])
+def test_row_with_25_mb_of_nul_bytes_is_a_bad_row_and_memory_stays_flat(tstat_root, compressed):
     root = tstat_root("full")
     log = root / DIRS[0] / TCP
     plain = cli("-N", "-T", "0", "-d", str(root))
@@ -127,6 +128,9 @@ def test_row_with_25_mb_of_nul_bytes_is_a_bad_row_and_memory_stays_flat(tstat_ro
     log.write_bytes(b"\n".join(lines))
     bad_line = len(lines[10]) + 1
     del lines
+    if compressed:  # 25 KB of gzip that inflate to 25 MB
+        gzip_logs(root)
+        log = log.with_name(f"{TCP}.gz")
     # The peak resident size of this process (VmHWM): ru_maxrss would also count the
     # test process it was forked from.
     measure = (

@@ -190,11 +190,11 @@ def build(
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
         try:
-            manifest = json.loads(manifest_path.read_text())
+            cached = json.loads(manifest_path.read_text())
         except ValueError:
-            manifest = {}
-        if manifest.get("params") == params:
-            return manifest
+            cached = {}
+        if cached.get("params") == params:
+            return cached
     if out.exists():
         shutil.rmtree(out)
     t0 = time.monotonic()

@@ -82,9 +82,10 @@ def fmt(x: float | None, digits: int = 0) -> str:
 
 def notes(v: Variant) -> list[str]:
     out = [v.note] if v.note else []
-    if v.scale_to and v.rate():
+    rate = v.rate()
+    if v.scale_to and rate:
         out.append(
-            f"subset: all {fmt(v.scale_to)} rows would take ~{fmt(v.scale_to / v.rate())} s "
+            f"subset: all {fmt(v.scale_to)} rows would take ~{fmt(v.scale_to / rate)} s "
             "at this rate"
         )
     return out
@@ -136,9 +137,10 @@ def ratio_rows(by_key: dict[str, Variant]) -> list[list[str]]:
         med = best = None
         if va and vb:
             value = Variant.cpu if metric == "CPU" else Variant.rate
-            if value(va) and value(vb):
-                med = value(va) / value(vb)
-                best = value(va, best=True) / value(vb, best=True)
+            a_med, b_med = value(va), value(vb)
+            a_best, b_best = value(va, best=True), value(vb, best=True)
+            if a_med and b_med and a_best and b_best:
+                med, best = a_med / b_med, a_best / b_best
         if target is None or med is None:
             meets = "-"
         else:

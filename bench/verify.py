@@ -28,7 +28,8 @@ def parse_messages(data: bytes | str) -> list[list[dict]]:
     """Every JSON array in a stream of messages, whatever the layout (one per line or indented)."""
     text = data.decode() if isinstance(data, bytes) else data
     decoder = json.JSONDecoder()
-    out, i, n = [], 0, len(text)
+    out: list[list[dict]] = []
+    i, n = 0, len(text)
     while True:
         while i < n and text[i].isspace():
             i += 1

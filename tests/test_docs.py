@@ -26,7 +26,7 @@ def test_every_tstat_send_option_is_in_the_readme():
 
 
 def test_every_tstat_cull_option_is_in_the_readme():
-    from tstat_transport.cull import build_parser
+    from tstat_transport.cli import build_cull_parser as build_parser
 
     readme = (REPO / "README.md").read_text()
     missing = {o for o in long_options(build_parser()) if f"`{o}" not in readme}

@@ -106,11 +106,9 @@ def _fix_hint(path: Path, exc: OSError) -> str:
         return ""
     if owner == user:
         return f" (check the mode of {target})"
-    # chown the file (or the root, when the file cannot be created there).
-    return (
-        f" ({target} belongs to {owner}, this run is {user}: as root, "
-        f"`chown {user}: {target}`, or run as {owner})"
-    )
+    # chown the file (or the root, when the file cannot be created there). Not "run as
+    # root": that is how the trap is usually set.
+    return f" ({target} belongs to {owner}, this run is {user}: as root, `chown {user}: {target}`)"
 
 
 def _user_name(uid: int) -> str:

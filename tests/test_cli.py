@@ -419,18 +419,26 @@ def test_a_lock_file_left_by_root_names_the_fix(shared_tmp, data_dir):
     )  # -N: no lock
 
 
-def test_root_warns_in_a_root_owned_by_another_user(shared_tmp, data_dir, capsys):
+def test_root_warns_in_a_root_owned_by_another_user(
+    shared_tmp, data_dir, capsys, broker, queue_name
+):
     root = shared_tmp / "root"
     shutil.copytree(data_dir / "full", root)
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     os.chown(root, 65534, 65534)
-    code = cull_main(["-d", str(root)])
-    assert code == 0
-    assert one_error(capsys.readouterr().err).endswith(
+    warning = (
         f"running as root in {root}, which belongs to nobody: files this run creates will "
         "belong to root; run as that user instead (sudo -u nobody ...)"
     )
+    cfg = write_config(shared_tmp, rabbit_config(broker, queue_name))
+    assert send_main(["-c", str(cfg), "-T", "0", "-d", str(root)]) == 0
+    assert one_error(capsys.readouterr().err).endswith(warning)
+    assert len(broker.fetch(queue_name)) == 19  # a warning, not a refusal
+    assert cull_main(["-d", str(root)]) == 0
+    assert one_error(capsys.readouterr().err).endswith(warning)
+    assert send_main(["-N", "-d", str(root)]) == 0  # -N writes nothing there: no warning
+    assert capsys.readouterr().err == ""
 
 
 def test_deploy_recipe_makes_a_config_the_service_user_can_read(shared_tmp):

@@ -371,6 +371,7 @@ def run_send(settings: Settings, stats: RunStats, show_progress: bool = False) -
             with transport:
                 failed = Sender(settings, transport, stats, progress).run(settings.directory)
         else:
+            _warn_if_root_of_another_user(settings.directory)
             with run_lock(settings.directory), transport:
                 failed = Sender(settings, transport, stats, progress).run(settings.directory)
     finally:
@@ -410,7 +411,6 @@ def _send(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
         if args.check_config:
             return check_config(settings)
-        _warn_if_root_of_another_user(settings.directory)
         # Progress only for a person watching (a backfill run by hand), never under
         # cron, and never on stdout, where -N writes data.
         show = sys.stderr.isatty() and not (args.verbose or args.debug)

@@ -103,6 +103,16 @@ class _Pending:
         self.confirmed = False
 
 
+def _describe_change(key: str, old: Any, new: Any) -> str:
+    """One changed option as the operator gave it: the threshold in MB, as -T takes it."""
+    if key == "threshold_bits":
+        try:
+            return f"-T/--threshold {float(old) / 8_000_000:g} MB -> {float(new) / 8_000_000:g} MB"
+        except (TypeError, ValueError):
+            pass
+    return f"{key} {old!r} -> {new!r}"
+
+
 class DirectoryProgress:
     """The state file of one directory: per log, the position confirmed so far."""
 
@@ -146,10 +156,8 @@ class DirectoryProgress:
                 log.warning("%s: unreadable options in state file, sending the directory "
                             "from the start", self.path)  # fmt: skip
                 return
-            changed = ", ".join(
-                f"{k} {recorded.get(k)!r} -> {wanted[k]!r}" for k in wanted
-                if recorded.get(k) != wanted[k]
-            )  # fmt: skip
+            changed = ", ".join(_describe_change(k, recorded.get(k), wanted[k]) for k in wanted
+                                if recorded.get(k) != wanted[k])  # fmt: skip
             # Its first part already went out with the old options; finishing it with
             # them keeps its chunks (and message ids) consistent: nothing lost, no
             # duplicates. New directories use the new options.
@@ -364,8 +372,9 @@ class Sender:
             write_atomic(directory / PROCESSED_NAME, (json.dumps(body) + "\n").encode())
             progress.remove()
         self.stats.dirs_done += 1
-        log.info("%s: done, %d messages, %d rows (%d bad) in %.1fs", directory, sent,
-                 counts["rows"], counts["bad_rows"], time.time() - started)  # fmt: skip
+        log.info("%s: done, %d message%s, %d row%s (%d bad) in %.1fs", directory,
+                 sent, "" if sent == 1 else "s", counts["rows"], "" if counts["rows"] == 1 else "s",
+                 counts["bad_rows"], time.time() - started)  # fmt: skip
         return sent
 
     def _send_file(self, logfile: LogFile, log_name: str, number: int) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+import pwd
 import re
 import stat
 import tempfile
@@ -117,6 +118,30 @@ def read_json(path: Path) -> Any | None:
             return None
 
 
+def _fix_hint(path: Path, exc: OSError) -> str:
+    """How to get out of a permission trap, e.g. a root-owned file left by a run as root."""
+    if exc.errno not in (errno.EACCES, errno.EPERM):
+        return ""
+    user = _user_name(os.geteuid())
+    target = path if path.exists() else path.parent
+    try:
+        owner = _user_name(os.stat(target).st_uid)
+    except OSError:
+        return ""
+    if owner == user:
+        return f" (check the mode of {target})"
+    # chown the file (or the root, when the file cannot be created there). Not "run as
+    # root": that is how the trap is usually set.
+    return f" ({target} belongs to {owner}, this run is {user}: as root, `chown {user}: {target}`)"
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 @contextlib.contextmanager
 def run_lock(root: Path) -> Iterator[Path]:
     """Hold an exclusive, non-blocking lock on `root` for tstat_send and tstat_cull.
@@ -127,15 +152,21 @@ def run_lock(root: Path) -> Iterator[Path]:
     Raises AlreadyRunning if another process holds it, StateError if it cannot be created.
     """
     path = root / LOCK_NAME
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    # Read-only: flock needs no write access, so a lock file a run as root left behind
+    # (0644) does not lock the service user out. Neither a symlink planted there is
+    # followed nor a FIFO waited on.
+    flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(path, flags, 0o666)  # the umask applies, as with open()
+        fd = os.open(path, flags, 0o644)
     except OSError as exc:
-        reason = (
-            "it is a symbolic link (not followed)" if exc.errno == errno.ELOOP else exc.strerror
-        )
-        raise StateError(f"cannot open lock file {path}: {reason}") from exc
-    with os.fdopen(fd, "ab") as f:
+        if exc.errno == errno.ELOOP:
+            raise StateError(
+                f"cannot open lock file {path}: it is a symbolic link (not followed)"
+            ) from exc
+        raise StateError(
+            f"cannot open lock file {path}: {exc.strerror}{_fix_hint(path, exc)}"
+        ) from exc
+    with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise StateError(f"cannot use lock file {path}: not a regular file")
         try:

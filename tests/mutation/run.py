@@ -383,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                 (copy / m.file).write_text(original)
             seconds = time.monotonic() - started
             if code == 1:
-                failed = [x for x in tail.splitlines() if x.startswith(("FAILED", "ERROR"))]
-                verdict = f"caught: {failed[0] if failed else 'a test failed'}"
+                failed = [x for x in tail.splitlines() if x.startswith(("FAILED ", "ERROR tests"))]
+                verdict = f"caught: {failed[0][:150] if failed else 'a test failed'}"
             elif code == 0:
                 verdict = "NOT CAUGHT: the tests pass with the promise broken"
             elif code is None:

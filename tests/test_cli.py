@@ -97,6 +97,11 @@ def one_error(err: str) -> str:
             "line 4: [rabbit] password: set twice",
         ),
         (f"password = {SECRET}\n[rabbit]\nqueue = q\n", "line 1: a key before any [section]"),
+        # Two lines run together.
+        (
+            f"[rabbit]\nhost = 127.0.0.1 password = {SECRET}\nqueue = q\n",
+            "[rabbit] host = '127.0.0.1 password = ***': expected a host name, found spaces",
+        ),
         (
             f"[http]\nurl = ftp://u:{SECRET}@example.org/\n",
             "[http] url = 'ftp://example.org/': expected http://",

@@ -171,6 +171,10 @@ class RabbitTransport(Transport):
         # several colons and takes the default port.
         host, port_text = text, ""
         shown = mask("host", text)
+        if any(c.isspace() for c in text):
+            # Two lines run together (`host = h password = x`) would be echoed, password
+            # and all, in every connection error.
+            raise ConfigError(f"{where} = {shown}: expected a host name, found spaces")
         if "@" in text or "://" in text:
             # A URL here would be taken for a host name and echoed, password and all,
             # in every connection error.

@@ -168,6 +168,16 @@ def test_config_typo_is_exit_2_naming_the_fix(capsys, tstat_root, tmp_path, line
     assert not list(root.glob(f"*/{PROCESSED_NAME}")) and not (root / LOCK_NAME).exists()
 
 
+def test_a_misspelled_queue_flag_is_an_error(capsys, tstat_root, tmp_path):
+    """[rabbit_queue_options] takes any x- queue argument; `durabel` is neither."""
+    cfg = write_config(tmp_path, "[rabbit]\nqueue = q\n[rabbit_queue_options]\ndurabel = false\n")
+    code, _, err = run_send(capsys, "-c", str(cfg), "-d", str(tstat_root()))
+    assert code == 2
+    assert one_error(err).endswith(
+        f"{cfg}: [rabbit_queue_options] durabel: unknown key (did you mean 'durable'?)"
+    )
+
+
 def test_a_misspelled_section_is_an_error(capsys, tstat_root, tmp_path):
     cfg = write_config(tmp_path, "[rabit]\nqueue = q\n")
     code, _, err = run_send(capsys, "-c", str(cfg), "-d", str(tstat_root()))

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from . import __version__
 from .config import Settings
 from .errors import StateError, TransportError
-from .reader import Chunk, LogFile, Position
+from .reader import Chunk, LogFile, Position, locate_log
 from .records import LogFormatError, Options
 from .state import (
     PROCESSED_NAME,
@@ -171,13 +171,14 @@ class DirectoryProgress:
                 self.files[name] = {**pos.to_json(), "messages": entry["messages"],
                                     "objects": int(entry.get("objects", 0))}  # fmt: skip
 
-    def start_of(self, log_name: str, size: int) -> tuple[Position, int]:
+    def start_of(self, log_name: str, size: int | None) -> tuple[Position, int]:
+        """Where to resume a log; `size` None: not comparable with offsets (a .gz)."""
         entry = self.files.get(log_name)
         if not entry:
             return Position(), 0
         pos = Position.from_json(entry)
         assert pos is not None
-        if pos.offset > size:
+        if size is not None and pos.offset > size:
             log.warning("%s/%s: file is shorter than the progress recorded for it "
                         "(%d < %d bytes): sending it from the start",
                         self.directory, log_name, size, pos.offset)  # fmt: skip
@@ -261,6 +262,16 @@ class Sender:
             self._progress.save(durable=durable)
             self._unsaved = 0
 
+    def _reading(self, log_name: str, end: Position) -> None:
+        """Rows that give no message go by: service the transport (heartbeats,
+        confirms) and, with nothing in flight, record how far the file was read,
+        so a run stopped in a long stretch of them still moves forward."""
+        self.transport.poll()
+        self._advance()
+        if self._progress is not None and not self._pending:
+            self._progress.advance({log_name: end})
+        self._checkpoint()
+
     # -- the walk --------------------------------------------------------------
     def run(self, root: Path) -> int:
         """Process every due directory; return how many could not be delivered.
@@ -300,12 +311,20 @@ class Sender:
         counts = {"rows": 0, "bad_rows": 0, "objects": 0}
         try:
             for log_name, protocol in LOGS:
-                path = directory / log_name
                 try:
-                    size = path.stat().st_size
-                except FileNotFoundError:
+                    found = locate_log(directory, log_name)
+                except LogFormatError as exc:
+                    log.error("%s", exc)
+                    failed += 1
+                    continue
+                except OSError as exc:
+                    log.error("%s: cannot read: %s", directory / log_name, exc.strerror or exc)
+                    failed += 1
+                    continue
+                if found is None:
                     log.info("%s: no %s", directory, log_name)
                     continue
+                path, size = found
                 start, number = progress.start_of(log_name, size)
                 logfile = LogFile(path, protocol, progress.options, start, complete)
                 try:
@@ -322,7 +341,7 @@ class Sender:
                         counts[key] += getattr(logfile.stats, key)
                     self.stats.rows += logfile.stats.rows
                     self.stats.bad_rows += logfile.stats.bad_rows
-                    self._log_bytes += size - start.offset
+                    self._log_bytes += (size or 0) - start.offset
                 if logfile.stats.incomplete_tail:
                     waiting = True
             self.transport.flush()
@@ -366,6 +385,9 @@ class Sender:
         chunk: Chunk
         for chunk in logfile.chunks():
             count = len(chunk.items)
+            if not count:
+                self._reading(log_name, chunk.end)
+                continue
             body = chunk.body()
             token = _Pending(log_name, chunk.end, number, count)
             message = Message(

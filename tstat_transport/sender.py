@@ -377,6 +377,15 @@ class Sender:
                  counts["bad_rows"], time.time() - started)  # fmt: skip
         return sent
 
+    def _show_progress(self, logfile: LogFile, chunk: Chunk) -> None:
+        if self._on_progress is not None:
+            self._on_progress(
+                self.stats,
+                logfile.path.parent.name,
+                self.stats.rows + logfile.stats.rows,
+                self._log_bytes + chunk.end.offset - logfile.start.offset,
+            )
+
     def _send_file(self, logfile: LogFile, log_name: str, number: int) -> tuple[int, int]:
         directory = logfile.path.parent.name
         prefix = f"{logfile.options.sensor}:{logfile.options.instance}:{directory}:{log_name}:"
@@ -387,6 +396,7 @@ class Sender:
             count = len(chunk.items)
             if not count:
                 self._reading(log_name, chunk.end)
+                self._show_progress(logfile, chunk)
                 continue
             body = chunk.body()
             token = _Pending(log_name, chunk.end, number, count)
@@ -406,13 +416,7 @@ class Sender:
             stats.bytes += len(body)
             if self.tracking:
                 self._checkpoint(force=False)
-            if self._on_progress is not None:
-                self._on_progress(
-                    stats,
-                    directory,
-                    stats.rows + logfile.stats.rows,
-                    self._log_bytes + chunk.end.offset - logfile.start.offset,
-                )
+            self._show_progress(logfile, chunk)
         if logfile.end is not None and self._progress is not None and not pending:
             # Nothing in flight: rows after the last message produced no object
             # (threshold, bad rows); do not read them again next time.

@@ -144,6 +144,46 @@ MUTATIONS = [
         "            if False:\n                self.stats.dirs_skipped += 1",
         (S + "test_directory_marked_only_after_everything_confirmed",),
     ),
+    Mutation(
+        "progress-of-another-transport",
+        "progress recorded for another transport does not apply: the directory goes whole",
+        "tstat_transport/sender.py",
+        '        if recorded.get("transport") != self.destination:\n',
+        "        if False:\n",
+        (P + "test_progress_for_another_transport_sends_the_directory_whole",),
+    ),
+    Mutation(
+        "changed-options-applied-midway",
+        "a directory started with other options is finished with the options it was started with",
+        "tstat_transport/sender.py",
+        "            self.options = old\n",
+        "            pass\n",
+        (S + "test_changed_options_finish_the_started_directory_with_the_old_ones",),
+    ),
+    Mutation(
+        "shorter-file-resumed-past-its-end",
+        "a log shorter than its recorded progress is sent again from the start",
+        "tstat_transport/sender.py",
+        "if size is not None and pos.offset > size:",
+        "if False:",
+        (P + "test_a_log_shorter_than_its_progress_is_sent_from_the_start",),
+    ),
+    Mutation(
+        "state-saved-every-window",
+        "with a wide window the state is written every window/8 confirmed messages",
+        "tstat_transport/sender.py",
+        "self._save_every = max(1, transport.window // 8)",
+        "self._save_every = max(1, transport.window)",
+        (P + "test_a_wide_window_saves_progress_every_eighth_confirmed_message",),
+    ),
+    Mutation(
+        "unusable-log-marked",
+        "a log file that is not Tstat's keeps its directory unmarked, and the run exits 1",
+        "tstat_transport/sender.py",
+        "        if failed:\n            self.stats.dirs_failed += 1\n",
+        "        if False:\n            self.stats.dirs_failed += 1\n",
+        (S + "test_unusable_log_leaves_its_directory_unmarked_and_others_go",),
+    ),
     # -- RabbitMQ: durable, persistent, mandatory, confirms ------------------------------
     Mutation(
         "queue-not-durable",
@@ -176,6 +216,14 @@ MUTATIONS = [
         "            if tag in self._returned:\n",
         "            if False:\n",
         (R + "test_unroutable_message_fails_and_is_never_confirmed",),
+    ),
+    Mutation(
+        "window-overrun",
+        "at most `window` messages are in flight (the bound on duplicates)",
+        "tstat_transport/transports/rabbit.py",
+        "len(self._pending) < self.window,",
+        "len(self._pending) < self.window + 1,",
+        (P + "test_no_more_than_window_messages_are_in_flight",),
     ),
     Mutation(
         "nack-taken-for-ack",
@@ -261,6 +309,14 @@ MUTATIONS = [
         (S + "test_no_transport_marks_nothing_and_sends_again",),
     ),
     # -- doc/cull.md ---------------------------------------------------------------------
+    Mutation(
+        "cull-without-lock",
+        "tstat_cull takes the same lock as tstat_send, and removes nothing while it is held",
+        "tstat_transport/cull.py",
+        "    with run_lock(root):\n",
+        "    if True:\n",
+        (C + "test_lock_held_by_tstat_send_skips_with_75_and_deletes_nothing",),
+    ),
     Mutation(
         "cull-ignores-ttl",
         "a directory is removed only once its marker is at least --ttl hours old",

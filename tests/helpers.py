@@ -41,25 +41,7 @@ class ListTransport(Transport):
     def open(self) -> None:
         self.opened = True
 
-    def _state_lag(self, message: Message) -> int:
-        directory, log = message.headers["tstat_directory"], message.headers["tstat_log"]
-        done = {id(m) for m in self.confirmed}
-        confirmed = 0
-        for sent in self.received:
-            if sent.headers["tstat_directory"] == directory and sent.headers["tstat_log"] == log:
-                if id(sent) not in done:
-                    break
-                confirmed += 1
-        try:
-            state = json.loads((self.settings.directory / directory / STATE_NAME).read_text())
-            saved = state["files"][log]["messages"]
-        except (FileNotFoundError, KeyError):
-            saved = 0
-        return confirmed - saved
-
     def publish(self, message: Message) -> None:
-        if self.watch_state:
-            self.lags.append(self._state_lag(message))
         if self.fail_after is not None and len(self.received) >= self.fail_after:
             raise TransportUnavailable("list transport: connection lost (test)")
         self.received.append(message)

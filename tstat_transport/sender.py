@@ -29,7 +29,7 @@ from . import __version__
 from .config import Settings
 from .errors import StateError, TransportError
 from .reader import Chunk, LogFile, Position
-from .records import LogFormatError, Options
+from .records import FORMAT_VERSION, LogFormatError, Options
 from .state import (
     PROCESSED_NAME,
     STATE_NAME,
@@ -140,8 +140,10 @@ class DirectoryProgress:
         wanted = self._options_json(self.options)
         if recorded != wanted:
             try:
+                # Anonymisation is not in the state (it must never hold a key): the
+                # rest of the directory gets this run's.
                 old = Options(float(recorded["threshold_bits"]), str(recorded["sensor"]),
-                              recorded["instance"])  # fmt: skip
+                              recorded["instance"], self.options.anonymize)  # fmt: skip
             except (KeyError, TypeError, ValueError):
                 log.warning("%s: unreadable options in state file, sending the directory "
                             "from the start", self.path)  # fmt: skip
@@ -221,7 +223,7 @@ class Sender:
         self.transport = transport
         self.stats = stats or RunStats()
         self.options = Options(settings.threshold_bits, settings.sensor or default_sensor(),
-                               settings.instance)  # fmt: skip
+                               settings.instance, settings.anonymize)  # fmt: skip
         self.tracking = transport.marks_processed
         self._pending: deque[_Pending] = deque()
         self._progress: DirectoryProgress | None = None
@@ -363,7 +365,8 @@ class Sender:
                 body=body, count=count, message_id=f"{prefix}{number}",
                 timestamp=int(time.time()),
                 headers={"tstat_directory": directory, "tstat_log": log_name,
-                         "chunk": number, "flows": count},  # fmt: skip
+                         "chunk": number, "flows": count,
+                         "format_version": FORMAT_VERSION},  # fmt: skip
                 token=token,
             )  # fmt: skip
             pending.append(token)

@@ -4,13 +4,14 @@ become exit codes. Everything else lives in the library modules."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from . import __version__, anonymize
 from .config import ConfigFile, Settings
 from .errors import (
     EXIT_FAILED,
@@ -27,7 +28,7 @@ from .metrics import write_metrics
 from .progress import Progress
 from .sender import RunStats, Sender, default_sensor
 from .state import run_lock
-from .transports import available, get_transport
+from .transports import Transport, available, get_transport
 
 log = logging.getLogger("tstat_transport")
 
@@ -166,18 +167,26 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
-def _load_transport(settings: Settings):
+def _load_transport(settings: Settings) -> tuple[Transport, Settings]:
+    """The transport, and the settings completed from the config file ([anonymize])."""
     cls = get_transport(settings.transport)
     if cls.needs_config:
         config = ConfigFile(settings.config_path)
-        config.warn_unknown(cls.config_sections)
+        config.warn_unknown({**cls.config_sections, **anonymize.CONFIG_SECTIONS})
     else:
-        config = ConfigFile(None)
-    return cls(settings, config)
+        # -N needs no config file, but one that is there may ask for anonymisation,
+        # which must hold wherever the flows go.
+        path = settings.config_path
+        config = ConfigFile(path if path is not None and path.is_file() else None)
+        config.warn_unknown({**dict.fromkeys(config.sections()), **anonymize.CONFIG_SECTIONS})
+    settings = dataclasses.replace(settings, anonymize=anonymize.from_config(config))
+    if settings.anonymize is not None:
+        log.debug("addresses are anonymised: %s", settings.anonymize.label)
+    return cls(settings, config), settings
 
 
 def run_send(settings: Settings, stats: RunStats, show_progress: bool = False) -> int:
-    transport = _load_transport(settings)
+    transport, settings = _load_transport(settings)
     log.debug("sending %s through %s", settings.directory, transport.describe())
     progress = Progress(settings.directory, sys.stderr) if show_progress else None
     try:
@@ -197,7 +206,7 @@ def run_send(settings: Settings, stats: RunStats, show_progress: bool = False) -
 
 def check_config(settings: Settings) -> int:
     """--check-config: validate, connect, check; print one line; send nothing."""
-    transport = _load_transport(settings)
+    transport, _ = _load_transport(settings)
     print(transport.check())
     return EXIT_OK
 

@@ -13,9 +13,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Callable, Mapping, TypeVar
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .anonymize import Anonymizer
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ class Settings:
     include_newest: bool = False
     pretty: bool = False
     config_path: Path | None = None
+    anonymize: Anonymizer | None = None  # from the config's [anonymize]; None sends addresses
 
     @property
     def threshold_bits(self) -> float:

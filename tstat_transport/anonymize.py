@@ -3,11 +3,15 @@
 Configured in the `[anonymize]` section of the config file (off by default):
 
     [anonymize]
-    method = truncate          # none | truncate | pseudonymize
-    ipv4_prefix = 24           # truncate: bits kept of an IPv4 address
-    ipv6_prefix = 48           # truncate: bits kept of an IPv6 address
-    key_file = /etc/tstat/anonymize.key   # pseudonymize: 32 bytes, or 64 hex digits
-    # key = ${TSTAT_ANON_KEY}  # or the 64 hex digits from the environment
+    # none | truncate | pseudonymize
+    method = truncate
+    # truncate: the bits kept of an IPv4 / IPv6 address
+    ipv4_prefix = 24
+    ipv6_prefix = 48
+    # pseudonymize: a file holding 64 hex digits (or 32 raw bytes)...
+    key_file = /etc/tstat_transport/anonymize.key
+    # ...or the 64 hex digits from the environment
+    #key = ${TSTAT_ANONYMIZE_KEY}
 
 `truncate` zeroes the host part (10.10.0.1 -> 10.10.0.0 with /24). `pseudonymize` is
 ipcrypt-pfx (IETF draft-denis-ipcrypt): AES-128 based, keyed, prefix-preserving (two

@@ -81,9 +81,6 @@ class ConfigFile:
     def sections(self) -> list[str]:
         return self._parser.sections()
 
-    def has_section(self, section: str) -> bool:
-        return self._parser.has_section(section)
-
     def raw_keys(self, section: str) -> list[str]:
         return list(self._parser[section]) if self._parser.has_section(section) else []
 

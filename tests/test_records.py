@@ -298,6 +298,9 @@ _NUMBERS = st.one_of(
 )
 
 
+# What the reader takes as "the fast path declines this row".
+DECLINED = (ValueError, IndexError, ZeroDivisionError, OverflowError)
+
 _ADDRESSES = st.one_of(
     st.ip_addresses().map(str),
     st.ip_addresses(v=6).map(lambda a: a.exploded.upper()),
@@ -323,7 +326,7 @@ def test_fast_path_never_differs_from_the_reference(data_dir, data):
         fields[i] = data.draw(_ADDRESSES if i in addresses else _NUMBERS)
     try:
         fast = conv.encode(fields)
-    except ValueError:
+    except DECLINED:  # the reader then asks the reference, as here below
         return
     reference = conv.convert(fields)
     assert fast == [json.dumps(o, separators=(",", ":"), allow_nan=False) for o in reference]

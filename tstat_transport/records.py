@@ -484,6 +484,33 @@ def _fast_head(index: dict[str, int], volume: str, anonymized: bool) -> list[str
     ]
 
 
+def _tcp_fast_extra(
+    fields: list[Field], index: dict[str, int], prefix: str
+) -> tuple[list[str], list[str]]:
+    """For one direction: the JSON members of the TCP_EXTRA fields, and the lines
+    computing the values they format."""
+    members, computed = [], []
+    for fld in fields:
+        cols = [index[c] for c in _field_columns(fld, prefix)]
+        if fld.how in (MIN, MAX):
+            members.append(f'"{fld.key}":{{{fld.column}}}')
+        elif fld.how == RATIO:
+            # The numerator is a passthrough column (canonical text, so "0" is zero);
+            # the denominator is often the packets already converted.
+            den = "packets" if cols[1] == index[prefix + "pkts_data"] else f"int(f[{cols[1]}])"
+            computed.append(
+                f"{fld.key} = repr(int(f[{cols[0]}]) / {den}) "
+                f"if f[{cols[0]}] != '0' and {den} else '0'"
+            )
+            members.append(f'"{fld.key}":{{{fld.key}}}')
+        elif fld.kind == FLOAT:
+            computed += _round3(fld.column, f"float(f[{cols[0]}])")
+            members.append(f'"{fld.key}":{{{fld.column}!r}}')
+        else:
+            members.append(f'"{fld.key}":{{f[{cols[0]}]}}')
+    return members, computed
+
+
 def _tcp_fast_source(index: dict[str, int], used: dict[str, int], anonymized: bool) -> str:
     body = _fast_head(index, "bytes_uniq", anonymized)
     body += _indent(_round3("durat", f"float(f[{index['durat']}])"), 1)
@@ -503,32 +530,15 @@ def _tcp_fast_source(index: dict[str, int], used: dict[str, int], anonymized: bo
             ]
     body.append("    out = []")
     for prefix, src, dst in (("c_", "c", "s"), ("s_", "s", "c")):
+        members, computed = _tcp_fast_extra(fields, index, prefix)
         values = [
             '"duration":{duration}',
             '"num_bits":{bits}',
             '"num_packets":{packets}',
             '"bits_per_second":{bps!r}',
             '"packets_per_second":{pps!r}',
+            *members,
         ]
-        computed = []
-        for fld in fields:
-            cols = [index[c] for c in _field_columns(fld, prefix)]
-            if fld.how in (MIN, MAX):
-                values.append(f'"{fld.key}":{{{fld.column}}}')
-            elif fld.how == RATIO:
-                # The numerator is a passthrough column (canonical text, so "0" is zero);
-                # the denominator is often the packets already converted.
-                den = "packets" if cols[1] == index[prefix + "pkts_data"] else f"int(f[{cols[1]}])"
-                computed.append(
-                    f"{fld.key} = repr(int(f[{cols[0]}]) / {den}) "
-                    f"if f[{cols[0]}] != '0' and {den} else '0'"
-                )
-                values.append(f'"{fld.key}":{{{fld.key}}}')
-            elif fld.kind == FLOAT:
-                computed += _round3(fld.column, f"float(f[{cols[0]}])")
-                values.append(f'"{fld.key}":{{{fld.column}!r}}')
-            else:
-                values.append(f'"{fld.key}":{{f[{cols[0]}]}}')
         text = (
             '{{"type":"flow","interval":600,"values":{{' + ",".join(values) + "}},"
             + _fast_meta(src, dst, "tcp", anonymized) + ',"start":{start},"end":{end}}}'

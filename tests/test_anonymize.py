@@ -349,3 +349,19 @@ def test_every_key_of_the_section_is_in_the_example():
     body = example.split("\n[anonymize]\n", 1)[1].split("\n[", 1)[0]
     for key in CONFIG_SECTIONS["anonymize"]:
         assert f"\n{key} =" in body or f"\n#{key} =" in body, key
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(
+    n=st.one_of(
+        st.integers(0, (1 << 128) - 1),
+        # Runs of zero groups, where the ways of writing an address differ.
+        st.lists(st.sampled_from([0, 0, 0, 1, 0xFFFF, 0x0A0B]), min_size=8, max_size=8).map(
+            lambda groups: int("".join(f"{g:04x}" for g in groups), 16)
+        ),
+    )
+)
+def test_ipv6_text_is_what_ipaddress_writes(n):
+    from tstat_transport.anonymize import ipv6_text
+
+    assert ipv6_text(n) == str(ipaddress.IPv6Address(n))

@@ -540,8 +540,11 @@ def _tcp_fast_source(index: dict[str, int], used: dict[str, int], anonymized: bo
             *members,
         ]
         text = (
-            '{{"type":"flow","interval":600,"values":{{' + ",".join(values) + "}},"
-            + _fast_meta(src, dst, "tcp", anonymized) + ',"start":{start},"end":{end}}}'
+            '{{"type":"flow","interval":600,"values":{{'
+            + ",".join(values)
+            + "}},"
+            + _fast_meta(src, dst, "tcp", anonymized)
+            + ',"start":{start},"end":{end}}}'
         )
         body += [
             f"    bits = {prefix}bits",
@@ -567,7 +570,8 @@ def _udp_fast_source(index: dict[str, int], used: dict[str, int], anonymized: bo
             '{{"type":"flow","interval":600,"values":{{"duration":{duration!r},'
             '"num_bits":{bits},"num_packets":{packets},"bits_per_second":{bps!r},'
             '"packets_per_second":{pps!r}}},'
-            + _fast_meta(src, dst, "udp", anonymized) + ',"start":{start},"end":{end}}}'
+            + _fast_meta(src, dst, "udp", anonymized)
+            + ',"start":{start},"end":{end}}}'
         )
         body += [
             f"    bits = {prefix}bits",

@@ -24,9 +24,10 @@ from .errors import (
 )
 from .logsetup import setup_logging
 from .metrics import write_metrics
-from .progress import Progress
-from .sender import RunStats, Sender, default_sensor
+from .progress import ProgressLine
+from .sender import Sender, default_sensor
 from .state import run_lock
+from .stats import RunStats
 from .transports import available, get_transport
 
 log = logging.getLogger("tstat_transport")
@@ -179,7 +180,7 @@ def _load_transport(settings: Settings):
 def run_send(settings: Settings, stats: RunStats, show_progress: bool = False) -> int:
     transport = _load_transport(settings)
     log.debug("sending %s through %s", settings.directory, transport.describe())
-    progress = Progress(settings.directory, sys.stderr) if show_progress else None
+    progress = ProgressLine(settings.directory, sys.stderr) if show_progress else None
     try:
         if not transport.marks_processed:
             # Nothing is written to the root, so there is nothing to race with: no

@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sender import RunStats, find_directories
+from .sender import find_directories
 from .state import PROCESSED_NAME, write_atomic
+from .stats import RunStats
 
 log = logging.getLogger(__name__)
 

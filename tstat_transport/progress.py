@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .sender import RunStats, find_directories
+from .sender import find_directories
+from .stats import RunStats
 from .state import PROCESSED_NAME
 
 
@@ -25,7 +26,7 @@ def _due_bytes(root: Path) -> tuple[int, int]:
     return count, size
 
 
-class Progress:
+class ProgressLine:
     """Redraws one line on `stream` at most twice a second: directories, rows/s, ETA."""
 
     interval = 0.5

@@ -21,56 +21,23 @@ import os
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from . import __version__
 from .config import Settings
 from .errors import StateError, TransportError
 from .reader import Chunk, LogFile, Position
 from .records import LogFormatError, Options
-from .state import (
-    PROCESSED_NAME,
-    STATE_NAME,
-    is_tstat_dir_name,
-    read_json,
-    write_atomic,
-    write_json_atomic,
-)
+from .resume import DirectoryState
+from .state import PROCESSED_NAME, is_tstat_dir_name, write_atomic
+from .stats import RunStats
 from .transports import Message, Transport
 
 log = logging.getLogger(__name__)
 
 # The logs 0.6.5 sends, in its order: all TCP flows of a directory, then all UDP.
 LOGS = (("log_tcp_complete", "tcp"), ("log_udp_complete", "udp"))
-STATE_VERSION = 1
-
-
-@dataclass
-class RunStats:
-    """The counters of one run (summary line, metrics file)."""
-
-    dirs_done: int = 0
-    dirs_failed: int = 0
-    dirs_skipped: int = 0  # already .processed
-    dirs_waiting: int = 0  # newest, or not finished by Tstat: left for a later run
-    rows: int = 0
-    bad_rows: int = 0
-    objects: int = 0
-    messages: int = 0
-    bytes: int = 0
-    started: float = field(default_factory=time.time)
-    finished: float = 0.0
-
-    def summary(self) -> str:
-        seconds = (self.finished or time.time()) - self.started
-        return (
-            f"dirs_done={self.dirs_done} dirs_failed={self.dirs_failed} "
-            f"dirs_skipped={self.dirs_skipped} dirs_waiting={self.dirs_waiting} "
-            f"rows={self.rows} bad_rows={self.bad_rows} objects={self.objects} "
-            f"messages={self.messages} bytes={self.bytes} seconds={seconds:.1f}"
-        )
 
 
 def default_sensor() -> str:
@@ -103,120 +70,12 @@ class _Pending:
         self.confirmed = False
 
 
-class DirectoryProgress:
-    """The state file of one directory: per log, the position confirmed so far."""
-
-    def __init__(self, directory: Path, options: Options, transport: Transport, enabled: bool):
-        self.path = directory / STATE_NAME
-        self.directory = directory
-        self.enabled = enabled
-        self.options = options
-        self.destination = transport.name
-        self.files: dict[str, dict[str, Any]] = {}
-        self.dirty = False
-        if enabled:
-            self._load()
-
-    def _options_json(self, options: Options) -> dict[str, Any]:
-        return {"threshold_bits": options.threshold_bits, "sensor": options.sensor,
-                "instance": options.instance, "transport": self.destination}  # fmt: skip
-
-    def _load(self) -> None:
-        data = read_json(self.path)
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-            if data is not None:
-                log.warning("%s: state file of an unknown version, sending the directory "
-                            "from the start", self.path)  # fmt: skip
-            return
-        recorded = data.get("options") or {}
-        files = data.get("files") or {}
-        if recorded.get("transport") != self.destination:
-            log.warning(
-                "%s: progress was recorded for transport %r, this run uses %r: sending "
-                "the whole directory through %r", self.directory, recorded.get("transport"),
-                self.destination, self.destination,
-            )  # fmt: skip
-            return
-        wanted = self._options_json(self.options)
-        if recorded != wanted:
-            try:
-                old = Options(float(recorded["threshold_bits"]), str(recorded["sensor"]),
-                              recorded["instance"])  # fmt: skip
-            except (KeyError, TypeError, ValueError):
-                log.warning("%s: unreadable options in state file, sending the directory "
-                            "from the start", self.path)  # fmt: skip
-                return
-            changed = ", ".join(
-                f"{k} {recorded.get(k)!r} -> {wanted[k]!r}" for k in wanted
-                if recorded.get(k) != wanted[k]
-            )  # fmt: skip
-            # Its first part already went out with the old options; finishing it with
-            # them keeps its chunks (and message ids) consistent: nothing lost, no
-            # duplicates. New directories use the new options.
-            log.warning("%s: options changed since this directory was started (%s); "
-                        "finishing it with the options it was started with",
-                        self.directory, changed)  # fmt: skip
-            self.options = old
-        for name, entry in files.items():
-            pos = Position.from_json(entry)
-            if pos is not None and isinstance(entry.get("messages"), int):
-                self.files[name] = {**pos.to_json(), "messages": entry["messages"],
-                                    "objects": int(entry.get("objects", 0))}  # fmt: skip
-
-    def start_of(self, log_name: str, size: int) -> tuple[Position, int]:
-        entry = self.files.get(log_name)
-        if not entry:
-            return Position(), 0
-        pos = Position.from_json(entry)
-        assert pos is not None
-        if pos.offset > size:
-            log.warning("%s/%s: file is shorter than the progress recorded for it "
-                        "(%d < %d bytes): sending it from the start",
-                        self.directory, log_name, size, pos.offset)  # fmt: skip
-            del self.files[log_name]
-            return Position(), 0
-        return pos, entry["messages"]
-
-    def confirm(self, pending: _Pending) -> None:
-        """Record a message confirmed in order: its file is done up to its end."""
-        entry = self.files.setdefault(pending.log_name, {"objects": 0})
-        entry.update(pending.end.to_json())
-        entry["messages"] = pending.number + 1
-        entry["objects"] = entry.get("objects", 0) + pending.count
-        self.dirty = True
-
-    def advance(self, pos_by_log: dict[str, Position]) -> None:
-        """Record that a file was read to `pos` with nothing left to send there."""
-        for log_name, pos in pos_by_log.items():
-            entry = self.files.setdefault(log_name, {"objects": 0, "messages": 0})
-            if entry.get("offset", -1) != pos.offset:
-                entry.update(pos.to_json())
-                self.dirty = True
-
-    def save(self, durable: bool = False) -> None:
-        if not self.enabled or not self.dirty:
-            return
-        data = {"version": STATE_VERSION, "tool": f"tstat_transport {__version__}",
-                "options": self._options_json(self.options), "files": self.files,
-                "updated": int(time.time())}  # fmt: skip
-        write_json_atomic(self.path, data, durable=durable)
-        self.dirty = False
-
-    def remove(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("%s: cannot remove state file: %s", self.path, exc.strerror)
-
-
 class Sender:
     """Delivers the directories of one Tstat root through one open transport."""
 
     def __init__(self, settings: Settings, transport: Transport,
                  stats: RunStats | None = None,
-                 progress: Callable[[RunStats, str, int, int], None] | None = None):  # fmt: skip
+                 on_message: Callable[[RunStats, str, int, int], None] | None = None):  # fmt: skip
         self.settings = settings
         self.transport = transport
         self.stats = stats or RunStats()
@@ -224,8 +83,8 @@ class Sender:
                                settings.instance)  # fmt: skip
         self.tracking = transport.marks_processed
         self._pending: deque[_Pending] = deque()
-        self._progress: DirectoryProgress | None = None
-        self._on_progress = progress
+        self._state: DirectoryState | None = None
+        self._on_message = on_message
         self._log_bytes = 0  # bytes of logs finished in this run, for the progress line
         # A state write costs ~0.4 ms here, as much as publishing a message: with a wide
         # window, write it every window/8 confirmed messages (every one when the window
@@ -239,18 +98,18 @@ class Sender:
         message.token.confirmed = True
 
     def _advance(self) -> None:
-        pending, progress = self._pending, self._progress
+        pending, state = self._pending, self._state
         while pending and pending[0].confirmed:
             done = pending.popleft()
             self._unsaved += 1
-            if progress is not None:
-                progress.confirm(done)
+            if state is not None:
+                state.confirm(done.log_name, done.end, done.number, done.count)
 
     def _checkpoint(self, durable: bool = False, force: bool = True) -> None:
         """Record the confirmed position; unless `force`, only every `_save_every` messages."""
         self._advance()
-        if self._progress is not None and (force or self._unsaved >= self._save_every):
-            self._progress.save(durable=durable)
+        if self._state is not None and (force or self._unsaved >= self._save_every):
+            self._state.save(durable=durable)
             self._unsaved = 0
 
     # -- the walk --------------------------------------------------------------
@@ -285,8 +144,8 @@ class Sender:
         come (a file cut mid-line in the newest directory may still grow).
         """
         started = time.time()
-        progress = DirectoryProgress(directory, self.options, self.transport, self.tracking)
-        self._progress = progress
+        state = DirectoryState(directory, self.options, self.transport.name, self.tracking)
+        self._state = state
         sent = failed = 0
         waiting = False
         counts = {"rows": 0, "bad_rows": 0, "objects": 0}
@@ -298,8 +157,8 @@ class Sender:
                 except FileNotFoundError:
                     log.info("%s: no %s", directory, log_name)
                     continue
-                start, number = progress.start_of(log_name, size)
-                logfile = LogFile(path, protocol, progress.options, start, complete)
+                start, number = state.start_of(log_name, size)
+                logfile = LogFile(path, protocol, state.options, start, complete)
                 try:
                     number, n = self._send_file(logfile, log_name, number)
                     sent += n
@@ -328,7 +187,7 @@ class Sender:
             raise
         finally:
             self._pending.clear()
-            self._progress = None
+            self._state = None
 
         if failed:
             self.stats.dirs_failed += 1
@@ -343,7 +202,7 @@ class Sender:
                     "tool": f"tstat_transport {__version__}", "transport": self.transport.name,
                     "messages_this_run": sent, **counts}  # fmt: skip
             write_atomic(directory / PROCESSED_NAME, (json.dumps(body) + "\n").encode())
-            progress.remove()
+            state.remove()
         self.stats.dirs_done += 1
         log.info("%s: done, %d messages, %d rows (%d bad) in %.1fs", directory, sent,
                  counts["rows"], counts["bad_rows"], time.time() - started)  # fmt: skip
@@ -375,15 +234,15 @@ class Sender:
             stats.bytes += len(body)
             if self.tracking:
                 self._checkpoint(force=False)
-            if self._on_progress is not None:
-                self._on_progress(
+            if self._on_message is not None:
+                self._on_message(
                     stats,
                     directory,
                     stats.rows + logfile.stats.rows,
                     self._log_bytes + chunk.end.offset - logfile.start.offset,
                 )
-        if logfile.end is not None and self._progress is not None and not pending:
+        if logfile.end is not None and self._state is not None and not pending:
             # Nothing in flight: rows after the last message produced no object
             # (threshold, bad rows); do not read them again next time.
-            self._progress.advance({log_name: logfile.end})
+            self._state.advance({log_name: logfile.end})
         return number, sent

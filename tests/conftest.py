@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from broker import broker, broker_user, other_ca, queue_name, test_ca  # noqa: F401 (fixtures)
+from helpers import settle
 
 DATA = Path(os.environ.get("TSTAT_DATA", Path(__file__).resolve().parents[2] / "shared/data/tstat"))
 VARIANTS = ("full", "core", "advanced", "inprogress")
@@ -20,6 +21,7 @@ def copy_variant(variant: str, dest: Path) -> Path:
     shutil.copytree(DATA / variant, root)
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
+    settle(root)
     return root
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from broker import Broker, Proxy, free_port
+from helpers import settle
 
 from tstat_transport.cli import send_main
 from tstat_transport.state import LOCK_NAME, PROCESSED_NAME, STATE_NAME
@@ -206,6 +207,7 @@ def test_full_disk_for_the_state_file(broker, queue_name, data_dir, tmp_path, ca
     root.mkdir()
     for name in DIRS[:2]:
         subprocess.run(["cp", "-r", str(data_dir / "full" / name), str(root)], check=True)
+    settle(root)
     want = expected_flows(capsys, root)
     small_disk.fill()
     cfg = config(tmp_path, broker, queue_name, window=1)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .config import ConfigFile, Settings
+from .config import DEFAULT_SETTLE_SECONDS, ConfigFile, Settings
+from .directories import require_tstat_output, scan
 from .errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -123,6 +124,14 @@ def build_send_parser() -> argparse.ArgumentParser:
         "capture); by default it is left until a newer one exists",
     )
     p.add_argument(
+        "--settle",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_SETTLE_SECONDS,
+        help="a directory counts as complete only once a newer one exists and its logs "
+        "have not changed for SECONDS (default: %(default)g)",
+    )
+    p.add_argument(
         "--check-config",
         action="store_true",
         help="validate the config, connect to the receiver and check the queue (rabbit) "
@@ -153,6 +162,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ConfigError(f"{args.directory}: no such directory (-d/--directory)")
     if not args.threshold >= 0:
         raise ConfigError(f"--threshold {args.threshold:g}: must be 0 or more megabytes")
+    if not 0 <= args.settle < float("inf"):
+        raise ConfigError(f"--settle {args.settle:g}: must be 0 or more seconds")
     transport = "stdout" if args.no_transport else args.transport
     return Settings(
         directory=directory,
@@ -162,6 +173,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         instance=args.instance if args.instance is not None else 0,
         single=args.single,
         include_newest=args.include_newest,
+        settle_seconds=args.settle,
         pretty=args.pretty,
         config_path=Path(args.config),
     )
@@ -179,8 +191,10 @@ def _load_transport(settings: Settings):
 
 def run_send(settings: Settings, stats: RunStats, show_progress: bool = False) -> int:
     transport = _load_transport(settings)
+    # Before the lock: a root with no Tstat output (a typo, `-d /`) gets no lock file.
+    require_tstat_output(scan(settings.directory, settings.settle_seconds))
     log.debug("sending %s through %s", settings.directory, transport.describe())
-    progress = ProgressLine(settings.directory, sys.stderr) if show_progress else None
+    progress = ProgressLine(settings, sys.stderr) if show_progress else None
     try:
         if not transport.marks_processed:
             # Nothing is written to the root, so there is nothing to race with: no
@@ -236,8 +250,7 @@ def send_main(argv: Sequence[str] | None = None) -> int:
     log.info("summary: %s exit=%d", stats.summary(), code)
     if args.metrics_file and settings is not None:
         try:
-            write_metrics(Path(args.metrics_file), stats, code, settings.directory,
-                          settings.include_newest, settings.sensor)  # fmt: skip
+            write_metrics(Path(args.metrics_file), stats, code, settings)
         except TstatError as exc:
             log.error("metrics not written: %s", exc)
             code = code or exc.exit_code

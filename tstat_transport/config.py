@@ -26,6 +26,11 @@ _MISSING = object()
 T = TypeVar("T")
 
 
+# How long a directory's logs must have been unchanged before it counts as complete
+# (--settle); directories.py states the whole rule.
+DEFAULT_SETTLE_SECONDS = 300.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs, validated before any directory is touched."""
@@ -37,6 +42,7 @@ class Settings:
     instance: str | int = 0
     single: bool = False
     include_newest: bool = False
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
     pretty: bool = False
     config_path: Path | None = None
 

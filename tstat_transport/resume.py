@@ -7,8 +7,12 @@ so that a later run sends exactly the chunks that were not confirmed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import stat
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,71 @@ from .state import STATE_NAME, read_json, write_json_atomic
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+COUNTS = ("messages", "objects", "rows", "bad_rows")
+# Bytes before the resume offset that must read the same for the progress to apply.
+TAIL_BYTES = 64
+MAX_HEADER_BYTES = 65536
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a log's unsent part starts, the number of its next message, and the rows
+    (and bad rows) read before it."""
+
+    position: Position = field(default_factory=Position)
+    number: int = 0
+    rows: int = 0
+    bad_rows: int = 0
+
+
+def _checked_entry(entry: object) -> dict[str, Any] | None:
+    """A file's entry of the state, or None if it is not one this tool could have written."""
+    if not isinstance(entry, dict):
+        return None
+    pos = Position.from_json(entry)
+    if pos is None:
+        return None
+    checked: dict[str, Any] = pos.to_json()
+    for key in COUNTS:
+        value = entry.get(key, 0)
+        # bool is an int to Python, and a negative count would make negative message ids.
+        if type(value) is not int or value < 0:
+            return None
+        checked[key] = value
+    if "inode" in entry:
+        if type(entry["inode"]) is not int:
+            return None
+        checked["inode"] = entry["inode"]
+    for key in ("header_sha1", "tail_sha1"):
+        if key in entry:
+            if not isinstance(entry[key], str):
+                return None
+            checked[key] = entry[key]
+    return checked
+
+
+def fingerprint(path: Path, pos: Position) -> dict[str, str] | None:
+    """Digests of the header line in force at `pos` and of the bytes just before it,
+    enough to tell that a file is still the one the progress was recorded for.
+
+    None if the file cannot be read as a regular file (never blocks on a FIFO).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        header = os.pread(fd, MAX_HEADER_BYTES, pos.header_offset).split(b"\n", 1)[0]
+        start = max(pos.header_offset, pos.offset - TAIL_BYTES)
+        tail = os.pread(fd, pos.offset - start, start)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return {"header_sha1": hashlib.sha1(header).hexdigest(),
+            "tail_sha1": hashlib.sha1(tail).hexdigest()}  # fmt: skip
 
 
 class DirectoryState:
@@ -33,6 +102,8 @@ class DirectoryState:
         self.destination = destination
         self.files: dict[str, dict[str, Any]] = {}
         self.dirty = False
+        self._inodes: dict[str, int] = {}  # of the files opened by this run
+        self._unprinted: set[str] = set()  # files whose fingerprint is older than their entry
         if enabled:
             self._load()
 
@@ -76,46 +147,92 @@ class DirectoryState:
                         "finishing it with the options it was started with",
                         self.directory, changed)  # fmt: skip
             self.options = old
+        if not isinstance(files, dict):
+            log.warning("%s: unreadable state file, sending the directory from the start",
+                        self.path)  # fmt: skip
+            return
         for name, entry in files.items():
-            pos = Position.from_json(entry)
-            if pos is not None and isinstance(entry.get("messages"), int):
-                self.files[name] = {**pos.to_json(), "messages": entry["messages"],
-                                    "objects": int(entry.get("objects", 0))}  # fmt: skip
+            checked = _checked_entry(entry)
+            if checked is None:
+                log.warning("%s: unusable progress for %s, sending it from the start",
+                            self.path, name)  # fmt: skip
+            else:
+                self.files[name] = checked
 
-    def start_of(self, log_name: str, size: int) -> tuple[Position, int]:
+    def start_of(self, log_name: str, st: os.stat_result) -> ResumePoint:
+        """Where to resume `log_name` (whose stat is `st`): from the start unless the
+        recorded progress still describes this very file."""
         entry = self.files.get(log_name)
+        self._inodes[log_name] = st.st_ino
         if not entry:
-            return Position(), 0
+            return ResumePoint()
         pos = Position.from_json(entry)
         assert pos is not None
-        if pos.offset > size:
-            log.warning("%s/%s: file is shorter than the progress recorded for it "
-                        "(%d < %d bytes): sending it from the start",
-                        self.directory, log_name, size, pos.offset)  # fmt: skip
-            del self.files[log_name]
-            return Position(), 0
-        return pos, entry["messages"]
+        changed = self._changed(log_name, entry, pos, st)
+        if changed is None:
+            return ResumePoint(pos, entry["messages"], entry["rows"], entry["bad_rows"])
+        log.warning("%s/%s: %s since the last run: sending it from the start",
+                    self.directory, log_name, changed)  # fmt: skip
+        # The new file's chunks get numbers after the old one's: the same message id
+        # for different flows would make a consumer drop them as duplicates.
+        number = entry["messages"]
+        self.files[log_name] = {"objects": entry["objects"], "messages": number}
+        self.dirty = True
+        return ResumePoint(Position(), number, 0, 0)
 
-    def confirm(self, log_name: str, end: Position, number: int, count: int) -> None:
+    def _changed(self, log_name: str, entry: dict[str, Any], pos: Position,
+                 st: os.stat_result) -> str | None:  # fmt: skip
+        """How the file differs from the one the progress was recorded for, or None."""
+        if entry.get("inode", st.st_ino) != st.st_ino:
+            return f"the file was replaced (inode {entry['inode']} -> {st.st_ino})"
+        if pos.offset > st.st_size:
+            return (f"the file is shorter than the progress recorded for it "
+                    f"({st.st_size} < {pos.offset} bytes)")  # fmt: skip
+        if "header_sha1" in entry:
+            now = fingerprint(self.directory / log_name, pos)
+            if now is None:
+                return "the file cannot be read back where the progress was recorded"
+            if now["header_sha1"] != entry["header_sha1"]:
+                return f"the header at byte {pos.header_offset} changed"
+            if now["tail_sha1"] != entry["tail_sha1"]:
+                return f"the rows before byte {pos.offset} changed"
+        return None
+
+    def confirm(self, log_name: str, end: Position, number: int, count: int, rows: int,
+                bad_rows: int) -> None:  # fmt: skip
         """Record message `number` (of `count` objects) confirmed in order: `log_name` is
-        done up to `end`."""
+        done up to `end`, where it had `rows` rows, `bad_rows` of them bad."""
         entry = self.files.setdefault(log_name, {"objects": 0})
         entry.update(end.to_json())
         entry["messages"] = number + 1
         entry["objects"] = entry.get("objects", 0) + count
-        self.dirty = True
+        self._moved(log_name, entry, rows, bad_rows)
 
-    def advance(self, pos_by_log: dict[str, Position]) -> None:
-        """Record that a file was read to `pos` with nothing left to send there."""
-        for log_name, pos in pos_by_log.items():
-            entry = self.files.setdefault(log_name, {"objects": 0, "messages": 0})
-            if entry.get("offset", -1) != pos.offset:
-                entry.update(pos.to_json())
-                self.dirty = True
+    def advance(self, log_name: str, end: Position, rows: int, bad_rows: int) -> None:
+        """Record that a file was read to `end` with nothing left to send there."""
+        entry = self.files.setdefault(log_name, {"objects": 0, "messages": 0})
+        if entry.get("offset", -1) != end.offset:
+            entry.update(end.to_json())
+            self._moved(log_name, entry, rows, bad_rows)
+
+    def _moved(self, log_name: str, entry: dict[str, Any], rows: int, bad_rows: int) -> None:
+        entry["rows"] = rows
+        entry["bad_rows"] = bad_rows
+        if log_name in self._inodes:
+            entry["inode"] = self._inodes[log_name]
+        self._unprinted.add(log_name)
+        self.dirty = True
 
     def save(self, durable: bool = False) -> None:
         if not self.enabled or not self.dirty:
             return
+        for log_name in self._unprinted:
+            entry = self.files[log_name]
+            pos = Position.from_json(entry)
+            prints = fingerprint(self.directory / log_name, pos) if pos is not None else None
+            if prints is not None:
+                entry.update(prints)
+        self._unprinted.clear()
         data = {"version": STATE_VERSION, "tool": f"tstat_transport {__version__}",
                 "options": self._options_json(self.options), "files": self.files,
                 "updated": int(time.time())}  # fmt: skip

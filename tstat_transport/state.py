@@ -12,7 +12,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,9 +19,6 @@ from typing import Any, Iterator
 from .errors import AlreadyRunning, StateError
 
 log = logging.getLogger(__name__)
-
-# Tstat names each rotated directory after the packet time that opened it.
-TSTAT_DIR_RE = re.compile(r"^\d{4}_\d{2}_\d{2}_\d{2}_\d{2}\.out$")
 
 PROCESSED_NAME = ".processed"
 STATE_NAME = ".tstat_send.state"
@@ -36,11 +32,6 @@ def _file_mode() -> int:
 
 
 _FILE_MODE = _file_mode()
-
-
-def is_tstat_dir_name(name: str) -> bool:
-    """True for names Tstat gives its rotated directories (`2016_02_17_12_53.out`)."""
-    return TSTAT_DIR_RE.match(name) is not None
 
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
@@ -90,6 +81,9 @@ def read_json(path: Path) -> Any | None:
         return None
     except (OSError, ValueError) as exc:
         log.warning("%s: ignoring unreadable state file (%s)", path, exc)
+        return None
+    except RecursionError:  # nested deeper than json can parse: not a file this tool wrote
+        log.warning("%s: ignoring unreadable state file (nested too deeply)", path)
         return None
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .config import DEFAULT_SETTLE_SECONDS
-from .errors import TstatError
+from .errors import ConfigError, TstatError
 from .state import PROCESSED_NAME
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,9 @@ LOG_PREFIX = "log_"
 # Tstat names a directory after the time of a packet it has just seen, so on a live
 # sensor no name lies ahead of the clock; the tolerance only absorbs a small step.
 FUTURE_TOLERANCE_SECONDS = 600.0
-# ROOT/<instance>/<year>/... is as deep as layouts go; the bound keeps `-d /` cheap.
-MAX_DEPTH = 4
+# Folders this deep below ROOT are still looked into (ROOT/<host>/<instance>/*.out is
+# 2); the bound keeps a root given one level too high from walking a whole disk.
+MAX_DEPTH = 3
 
 
 class Status(enum.Enum):
@@ -196,7 +197,9 @@ def _ago(seconds: float) -> str:
         return f"{seconds:.0f} s"
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def _judge(
@@ -269,8 +272,11 @@ def scan(
     """Every Tstat directory under `root`, with its status and the reason for it.
 
     Reads only: names, `.processed` markers and the mtimes of the logs.
-    Raises TstatError if `root` cannot be listed.
+    Raises ConfigError for `/`, TstatError if `root` cannot be listed.
     """
+    if os.path.realpath(root) == "/":
+        # Walking (and, for tstat_cull, deleting in) the whole system is never meant.
+        raise ConfigError("-d /: the file-system root is not a Tstat output root")
     now = time.time() if now is None else now
     result = Scan(root)
     for folder in _folders(root):

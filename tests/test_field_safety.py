@@ -9,13 +9,11 @@ that are not what tstat_send wrote. Delivery goes to the real broker.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -38,7 +36,9 @@ def config(tmp_path: Path, broker, queue: str, **queue_options: object) -> Path:
         f"password = {broker.password}\nqueue = {queue}\nconnect_retries = 0\ntimeout = 10\n"
     )
     if queue_options:
-        text += "[rabbit_queue_options]\n" + "".join(f"{k} = {v}\n" for k, v in queue_options.items())
+        text += "[rabbit_queue_options]\n" + "".join(
+            f"{k} = {v}\n" for k, v in queue_options.items()
+        )
     path.write_text(text)
     path.chmod(0o644)
     return path
@@ -113,8 +113,10 @@ def test_a_directory_whose_logs_changed_within_the_settle_period_waits(
 
     assert code == 0, err
     assert marked(root) == [D18, D20]
-    assert f"{D22}: its logs changed 0 s ago, Tstat may still be writing it (settle period " \
-           "300 s): left for a later run" in err  # fmt: skip
+    assert (
+        f"{D22}: its logs changed 0 s ago, Tstat may still be writing it (settle period "
+        "300 s): left for a later run" in err
+    )
     assert "dirs_waiting=2" in err
     assert per_directory(arrived(broker, queue_name)) == {D18: OBJECTS[D18], D20: OBJECTS[D20]}
 
@@ -148,8 +150,9 @@ def test_each_instance_folder_has_its_own_newest_directory_and_progress(
     (root / "eth2").symlink_to(outside, target_is_directory=True)
     metrics = tmp_path / "tstat_send.prom"
 
-    code, err = send(capsys, config(tmp_path, broker, queue_name), root, "--metrics-file",
-                     str(metrics))  # fmt: skip
+    code, err = send(
+        capsys, config(tmp_path, broker, queue_name), root, "--metrics-file", str(metrics)
+    )
 
     assert code == 0, err
     assert marked(root) == [f"eth0/{D18}", f"eth0/{D20}", f"eth0/{D22}", f"eth1/{D18}"]
@@ -157,8 +160,12 @@ def test_each_instance_folder_has_its_own_newest_directory_and_progress(
     got = arrived(broker, queue_name)
     # The folder is part of each message id: the same directory name in two instances
     # must not look like a resend to a consumer that drops repeated ids.
-    assert per_directory(got) == {f"eth0/{D18}": 506, f"eth0/{D20}": 490, f"eth0/{D22}": 634,
-                                  f"eth1/{D18}": 506}  # fmt: skip
+    assert per_directory(got) == {
+        f"eth0/{D18}": 506,
+        f"eth0/{D20}": 490,
+        f"eth0/{D22}": 634,
+        f"eth1/{D18}": 506,
+    }
     assert f"s1:0:eth1/{D18}:log_tcp_complete:0" in got
     assert (root / LOCK_NAME).exists() and not (root / "eth0" / LOCK_NAME).exists()
     m = metrics_of(metrics)
@@ -175,9 +182,10 @@ def test_a_root_without_tstat_directories_says_so_and_fails(tmp_path, capsys):
 
     err = capsys.readouterr().err
     assert code == 1
-    assert err.strip().splitlines() == [
-        err.strip().splitlines()[0]
-    ] and f"no Tstat directories (YYYY_MM_DD_HH_MM.out) under {root}" in err
+    assert (
+        err.strip().splitlines() == [err.strip().splitlines()[0]]
+        and f"no Tstat directories (YYYY_MM_DD_HH_MM.out) under {root}" in err
+    )
     assert not (root / LOCK_NAME).exists()
     m = metrics_of(metrics)
     assert m["tstat_send_directories_seen"] == 0 and m["tstat_send_exit_status"] == 1
@@ -251,8 +259,12 @@ def test_a_log_replaced_after_partial_progress_is_sent_from_its_start(
     assert f"{live.relative_to(root)}: " in err or str(live) in err
     assert "since the last run: sending it from the start" in err
     got = arrived(broker, queue_name)
-    tcp = [o for mid, objs in sorted(got.items(), key=lambda kv: int(kv[0].rsplit(":", 1)[1]))
-           if ":log_tcp_complete:" in mid for o in objs]  # fmt: skip
+    tcp = [
+        o
+        for mid, objs in sorted(got.items(), key=lambda kv: int(kv[0].rsplit(":", 1)[1]))
+        if ":log_tcp_complete:" in mid
+        for o in objs
+    ]
     send_main(["-N", "-T", "0", "-S", "s1", "--include-newest", "-d", str(data_dir / "full")])
     reference = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     want = [o for msg in reference for o in msg][506 + 490 : 506 + 490 + 634]
@@ -276,12 +288,15 @@ def test_a_log_that_is_a_symlink_loop_fails_only_its_directory(
     settle(root)
     metrics = tmp_path / "m.prom"
 
-    code, err = send(capsys, config(tmp_path, broker, queue_name), root, "-v",
-                     "--metrics-file", str(metrics))  # fmt: skip
+    code, err = send(
+        capsys, config(tmp_path, broker, queue_name), root, "-v", "--metrics-file", str(metrics)
+    )
 
     assert code == 1
     errors = [line for line in err.splitlines() if "ERROR" in line]
-    assert errors == [errors[0]] and f"{loop}: cannot read: Too many levels of symbolic" in errors[0]
+    assert (
+        errors == [errors[0]] and f"{loop}: cannot read: Too many levels of symbolic" in errors[0]
+    )
     assert marked(root) == [D18, D22]
     assert "summary: dirs_done=2 dirs_failed=1" in err
     assert metrics_of(metrics)["tstat_send_last_run_directories_failed"] == 1
@@ -289,10 +304,19 @@ def test_a_log_that_is_a_symlink_loop_fails_only_its_directory(
 
 def _python_for(uid: int) -> str:
     """A Python interpreter user `uid` may run (this one may sit in root's home)."""
-    for candidate in (os.path.realpath(sys.executable), shutil.which("python3"), "/usr/bin/python3"):
+    for candidate in (
+        os.path.realpath(sys.executable),
+        shutil.which("python3"),
+        "/usr/bin/python3",
+    ):
         try:
-            if candidate and subprocess.run([candidate, "-c", "pass"], user=uid,
-                                            capture_output=True).returncode == 0:  # fmt: skip
+            if (
+                candidate
+                and subprocess.run(
+                    [candidate, "-c", "pass"], user=uid, capture_output=True
+                ).returncode
+                == 0
+            ):
                 return candidate
         except PermissionError:
             continue
@@ -314,11 +338,29 @@ def test_a_directory_the_user_cannot_search_fails_only_itself(broker, queue_name
             path.chmod(0o755 if path.is_dir() else 0o644)
         (root / D20).chmod(0)
         out = subprocess.run(
-            [_python_for(65534), str(REPO / "bin/tstat_send"), "-c", str(cfg), "-T", "0", "-S", "s1",
-             "-d", str(root), "-v", "--metrics-file", str(metrics)],
-            capture_output=True, text=True, user=65534, group=65534, cwd=top, timeout=60,
+            [
+                _python_for(65534),
+                str(REPO / "bin/tstat_send"),
+                "-c",
+                str(cfg),
+                "-T",
+                "0",
+                "-S",
+                "s1",
+                "-d",
+                str(root),
+                "-v",
+                "--metrics-file",
+                str(metrics),
+            ],
+            capture_output=True,
+            text=True,
+            user=65534,
+            group=65534,
+            cwd=top,
+            timeout=60,
             env={**os.environ, "PYTHONPATH": f"{REPO}:{Path(pika.__file__).parents[1]}"},
-        )  # fmt: skip
+        )
         assert out.returncode == 1, out.stderr
         assert "Traceback" not in out.stderr
         errors = [line for line in out.stderr.splitlines() if "ERROR" in line]
@@ -375,8 +417,10 @@ def test_a_directory_that_cannot_be_written_is_failed_without_sending(
         assert code == 1
         errors = [line for line in err.splitlines() if "ERROR" in line]
         assert len(errors) == 1
-        assert f"{root / D20}: cannot write in the directory (Operation not permitted): " \
-               "not sent" in errors[0]  # fmt: skip
+        assert (
+            f"{root / D20}: cannot write in the directory (Operation not permitted): "
+            "not sent" in errors[0]
+        )
         got = per_directory(arrived(broker, queue_name))
         assert D20 not in got
     assert marked(root) == [D18, D22]
@@ -389,10 +433,20 @@ def test_a_negative_message_count_in_the_state_is_rejected(
     broker, queue_name, tstat_root, tmp_path, capsys
 ):
     root = tstat_root("full")
-    state = {"version": 1, "options": {"threshold_bits": 0.0, "sensor": "s1", "instance": 0,
-             "transport": "rabbit"}, "files": {"log_tcp_complete": {
-             "offset": 0, "line": 1, "skip": 0, "header_offset": 0, "messages": -7,
-             "objects": 0}}}  # fmt: skip
+    state = {
+        "version": 1,
+        "options": {"threshold_bits": 0.0, "sensor": "s1", "instance": 0, "transport": "rabbit"},
+        "files": {
+            "log_tcp_complete": {
+                "offset": 0,
+                "line": 1,
+                "skip": 0,
+                "header_offset": 0,
+                "messages": -7,
+                "objects": 0,
+            }
+        },
+    }
     (root / D20 / STATE_NAME).write_text(json.dumps(state))
 
     code, err = send(capsys, config(tmp_path, broker, queue_name), root)
@@ -407,7 +461,9 @@ def test_a_run_stopped_by_a_nack_counts_its_directory_as_failed(
     broker, queue_name, tstat_root, tmp_path, capsys
 ):
     root = tstat_root("full")
-    cfg = config(tmp_path, broker, queue_name, **{"x-max-length": 3, "x-overflow": "reject-publish"})
+    cfg = config(
+        tmp_path, broker, queue_name, **{"x-max-length": 3, "x-overflow": "reject-publish"}
+    )
 
     code, err = send(capsys, cfg, root, "-v")
 
@@ -425,7 +481,15 @@ def test_a_state_error_is_said_once(broker, queue_name, data_dir, tmp_path, caps
     settle(root)
     small_disk.fill()
 
-    code, err = send(capsys, config(tmp_path, broker, queue_name, ), root)
+    code, err = send(
+        capsys,
+        config(
+            tmp_path,
+            broker,
+            queue_name,
+        ),
+        root,
+    )
 
     assert code == 1
     assert err.count("no space left on device") == 1, err

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import directories
+from .directories import CULLING_PREFIX, Status
 from .errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -33,8 +35,6 @@ from .errors import (
     TstatError,
 )
 from .logsetup import setup_logging
-from . import directories
-from .directories import CULLING_PREFIX, Status
 from .state import PROCESSED_NAME, run_lock
 
 log = logging.getLogger(__name__)

@@ -140,8 +140,9 @@ def _folders(root: Path) -> Iterator[_Folder]:
         except OSError as exc:
             if path == root:
                 raise TstatError(f"cannot list {root}: {exc.strerror}") from exc
-            log.warning("%s: cannot list (%s); Tstat directories below it are not seen",
-                        path, exc.strerror)  # fmt: skip
+            log.warning(
+                "%s: cannot list (%s); Tstat directories below it are not seen", path, exc.strerror
+            )
             continue
         folder = _Folder(path)
         below: list[Path] = []
@@ -203,9 +204,14 @@ def _ago(seconds: float) -> str:
 
 
 def _judge(
-    path: Path, name: str, started: float, newest: bool, settle: float, include_newest: bool,
+    path: Path,
+    name: str,
+    started: float,
+    newest: bool,
+    settle: float,
+    include_newest: bool,
     now: float,
-) -> TstatDirectory:  # fmt: skip
+) -> TstatDirectory:
     """The status of one validly named directory of a folder."""
     try:
         if _has_marker(path):
@@ -218,16 +224,20 @@ def _judge(
         return TstatDirectory(path, name, Status.UNREADABLE, reason, started=started)
     if changed > now + FUTURE_TOLERANCE_SECONDS:
         return TstatDirectory(
-            path, name, Status.IGNORED,
+            path,
+            name,
+            Status.IGNORED,
             f"its logs are dated {_ago(changed - now)} in the future (clock stepped back?); "
-            "left alone until then", started=started,
-        )  # fmt: skip
+            "left alone until then",
+            started=started,
+        )
     if newest:
-        reason = ("newest directory, Tstat may still be writing it (--include-newest to send "
-                  "it now)")  # fmt: skip
+        reason = "newest directory, Tstat may still be writing it (--include-newest to send it now)"
     elif now - changed < settle:
-        reason = (f"its logs changed {_ago(now - changed)} ago, Tstat may still be writing "
-                  f"it (settle period {settle:g} s)")  # fmt: skip
+        reason = (
+            f"its logs changed {_ago(now - changed)} ago, Tstat may still be writing "
+            f"it (settle period {settle:g} s)"
+        )
     else:
         return TstatDirectory(path, name, Status.DUE, complete=True, started=started)
     if include_newest:
@@ -248,11 +258,16 @@ def _scan_folder(
         if started is None:
             found.append(TstatDirectory(path, name, Status.IGNORED, "its name is not a valid date"))
         elif started > now + FUTURE_TOLERANCE_SECONDS:
-            found.append(TstatDirectory(
-                path, name, Status.IGNORED,
-                f"its name lies {_ago(started - now)} in the future (clock stepped back?); "
-                "left alone until then", started=started,
-            ))  # fmt: skip
+            found.append(
+                TstatDirectory(
+                    path,
+                    name,
+                    Status.IGNORED,
+                    f"its name lies {_ago(started - now)} in the future (clock stepped back?); "
+                    "left alone until then",
+                    started=started,
+                )
+            )
         else:
             valid.append((started, entry.name, path))
     valid.sort()
@@ -297,4 +312,3 @@ def require_tstat_output(found: Scan) -> None:
             f"no Tstat directories (YYYY_MM_DD_HH_MM.out) under {found.root}, up to "
             f"{MAX_DEPTH} levels down: check -d and where Tstat writes (its -s option)"
         )
-

@@ -87,12 +87,18 @@ def render(stats: RunStats, exit_code: int, backlog: Backlog, labels: dict[str, 
     metric("backlog_oldest_age_seconds", "gauge",
            "Age of the oldest complete directory not yet delivered (0 if none).",
            backlog.oldest_age_seconds)  # fmt: skip
-    metric("directories_seen", "gauge",
-           "Tstat directories under the root (0: the root holds no Tstat output).",
-           backlog.seen)  # fmt: skip
-    metric("directories_ignored", "gauge",
-           "Directories named with an impossible or future date, left alone.",
-           backlog.ignored)  # fmt: skip
+    metric(
+        "directories_seen",
+        "gauge",
+        "Tstat directories under the root (0: the root holds no Tstat output).",
+        backlog.seen,
+    )
+    metric(
+        "directories_ignored",
+        "gauge",
+        "Directories named with an impossible or future date, left alone.",
+        backlog.ignored,
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -87,8 +87,10 @@ def fingerprint(path: Path, pos: Position) -> dict[str, str] | None:
         return None
     finally:
         os.close(fd)
-    return {"header_sha1": hashlib.sha1(header).hexdigest(),
-            "tail_sha1": hashlib.sha1(tail).hexdigest()}  # fmt: skip
+    return {
+        "header_sha1": hashlib.sha1(header).hexdigest(),
+        "tail_sha1": hashlib.sha1(tail).hexdigest(),
+    }
 
 
 class DirectoryState:
@@ -148,14 +150,16 @@ class DirectoryState:
                         self.directory, changed)  # fmt: skip
             self.options = old
         if not isinstance(files, dict):
-            log.warning("%s: unreadable state file, sending the directory from the start",
-                        self.path)  # fmt: skip
+            log.warning(
+                "%s: unreadable state file, sending the directory from the start", self.path
+            )
             return
         for name, entry in files.items():
             checked = _checked_entry(entry)
             if checked is None:
-                log.warning("%s: unusable progress for %s, sending it from the start",
-                            self.path, name)  # fmt: skip
+                log.warning(
+                    "%s: unusable progress for %s, sending it from the start", self.path, name
+                )
             else:
                 self.files[name] = checked
 
@@ -171,23 +175,36 @@ class DirectoryState:
         changed = self._changed(log_name, entry, pos, st)
         if changed is None:
             return ResumePoint(pos, entry["messages"], entry["rows"], entry["bad_rows"])
-        log.warning("%s/%s: %s since the last run: sending it from the start",
-                    self.directory, log_name, changed)  # fmt: skip
+        log.warning(
+            "%s/%s: %s since the last run: sending it from the start",
+            self.directory,
+            log_name,
+            changed,
+        )
         # The new file's chunks get numbers after the old one's: the same message id
         # for different flows would make a consumer drop them as duplicates.
         number = entry["messages"]
-        self.files[log_name] = {"objects": entry["objects"], "messages": number}
+        self.files[log_name] = {
+            **Position().to_json(),
+            "messages": number,
+            "objects": entry["objects"],
+            "rows": 0,
+            "bad_rows": 0,
+        }
         self.dirty = True
         return ResumePoint(Position(), number, 0, 0)
 
-    def _changed(self, log_name: str, entry: dict[str, Any], pos: Position,
-                 st: os.stat_result) -> str | None:  # fmt: skip
+    def _changed(
+        self, log_name: str, entry: dict[str, Any], pos: Position, st: os.stat_result
+    ) -> str | None:
         """How the file differs from the one the progress was recorded for, or None."""
         if entry.get("inode", st.st_ino) != st.st_ino:
             return f"the file was replaced (inode {entry['inode']} -> {st.st_ino})"
         if pos.offset > st.st_size:
-            return (f"the file is shorter than the progress recorded for it "
-                    f"({st.st_size} < {pos.offset} bytes)")  # fmt: skip
+            return (
+                f"the file is shorter than the progress recorded for it "
+                f"({st.st_size} < {pos.offset} bytes)"
+            )
         if "header_sha1" in entry:
             now = fingerprint(self.directory / log_name, pos)
             if now is None:
@@ -198,8 +215,9 @@ class DirectoryState:
                 return f"the rows before byte {pos.offset} changed"
         return None
 
-    def confirm(self, log_name: str, end: Position, number: int, count: int, rows: int,
-                bad_rows: int) -> None:  # fmt: skip
+    def confirm(
+        self, log_name: str, end: Position, number: int, count: int, rows: int, bad_rows: int
+    ) -> None:
         """Record message `number` (of `count` objects) confirmed in order: `log_name` is
         done up to `end`, where it had `rows` rows, `bad_rows` of them bad."""
         entry = self.files.setdefault(log_name, {"objects": 0})

@@ -63,8 +63,9 @@ class _Pending:
 
     __slots__ = ("log_name", "end", "number", "count", "rows", "bad_rows", "confirmed")
 
-    def __init__(self, log_name: str, end: Position, number: int, count: int, rows: int,
-                 bad_rows: int):  # fmt: skip
+    def __init__(
+        self, log_name: str, end: Position, number: int, count: int, rows: int, bad_rows: int
+    ):
         self.log_name = log_name
         self.end = end
         self.number = number
@@ -81,9 +82,7 @@ class _Outcome:
     sent: int = 0
     failed: int = 0
     waiting: bool = False  # a log ends in a row Tstat is still writing
-    counts: dict[str, int] = field(
-        default_factory=lambda: {"rows": 0, "bad_rows": 0, "objects": 0}
-    )
+    counts: dict[str, int] = field(default_factory=lambda: {"rows": 0, "bad_rows": 0, "objects": 0})
 
 
 def unwritable(directory: Path) -> str | None:
@@ -104,9 +103,13 @@ def unwritable(directory: Path) -> str | None:
 class Sender:
     """Delivers the directories of one Tstat root through one open transport."""
 
-    def __init__(self, settings: Settings, transport: Transport,
-                 stats: RunStats | None = None,
-                 on_message: Callable[[RunStats, str, int, int], None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport,
+        stats: RunStats | None = None,
+        on_message: Callable[[RunStats, str, int, int], None] | None = None,
+    ):
         self.settings = settings
         self.transport = transport
         self.stats = stats or RunStats()
@@ -134,8 +137,9 @@ class Sender:
             done = pending.popleft()
             self._unsaved += 1
             if state is not None:
-                state.confirm(done.log_name, done.end, done.number, done.count, done.rows,
-                              done.bad_rows)  # fmt: skip
+                state.confirm(
+                    done.log_name, done.end, done.number, done.count, done.rows, done.bad_rows
+                )
 
     def _checkpoint(self, durable: bool = False, force: bool = True) -> None:
         """Record the confirmed position; unless `force`, only every `_save_every` messages."""
@@ -185,8 +189,12 @@ class Sender:
             if why is not None:
                 # Sending first would resend the same messages on every run, since
                 # neither the progress nor the marker could ever be recorded.
-                log.error("%s: cannot write in the directory (%s): not sent, since its "
-                          "progress and .processed could not be recorded", directory, why)  # fmt: skip
+                log.error(
+                    "%s: cannot write in the directory (%s): not sent, since its "
+                    "progress and .processed could not be recorded",
+                    directory,
+                    why,
+                )
                 self.stats.dirs_failed += 1
                 return 0
         state = DirectoryState(directory, self.options, self.transport.name, self.tracking)
@@ -212,8 +220,9 @@ class Sender:
             self._state = None
         return self._conclude(record, state, outcome, started)
 
-    def _send_log(self, record: TstatDirectory, log_name: str, protocol: str,
-                  outcome: _Outcome) -> None:  # fmt: skip
+    def _send_log(
+        self, record: TstatDirectory, log_name: str, protocol: str, outcome: _Outcome
+    ) -> None:
         """Send what is left of one log of a directory; account for it in `outcome`."""
         state = self._state
         assert state is not None
@@ -248,9 +257,13 @@ class Sender:
         rows = resume.rows + logfile.stats.rows
         bad_rows = resume.bad_rows + logfile.stats.bad_rows
         if mostly_bad(rows, bad_rows):
-            log.error("%s: %d of its %d rows are bad (more than half): the directory is not "
-                      "marked processed; does the header match the rows?", path, bad_rows,
-                      rows)  # fmt: skip
+            log.error(
+                "%s: %d of its %d rows are bad (more than half): the directory is not "
+                "marked processed; does the header match the rows?",
+                path,
+                bad_rows,
+                rows,
+            )
             outcome.failed += 1
             return
         if logfile.stats.incomplete_tail:
@@ -260,22 +273,30 @@ class Sender:
             # (threshold, bad rows); do not read them again next time.
             state.advance(log_name, logfile.end, rows, bad_rows)
 
-    def _conclude(self, record: TstatDirectory, state: DirectoryState, outcome: _Outcome,
-                  started: float) -> int:  # fmt: skip
+    def _conclude(
+        self, record: TstatDirectory, state: DirectoryState, outcome: _Outcome, started: float
+    ) -> int:
         """Mark the directory if all of it went, and count it; return the messages sent."""
         if outcome.failed:
             self.stats.dirs_failed += 1
             return outcome.sent
         if outcome.waiting:
-            log.info("%s: a log ends in a row Tstat is still writing: the directory is "
-                     "not marked processed yet", record.path)  # fmt: skip
+            log.info(
+                "%s: a log ends in a row Tstat is still writing: the directory is "
+                "not marked processed yet",
+                record.path,
+            )
             self.stats.dirs_waiting += 1
             return outcome.sent
         counts = outcome.counts
         if self.tracking:
-            body = {"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "tool": f"tstat_transport {__version__}", "transport": self.transport.name,
-                    "messages_this_run": outcome.sent, **counts}  # fmt: skip
+            body = {
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "tool": f"tstat_transport {__version__}",
+                "transport": self.transport.name,
+                "messages_this_run": outcome.sent,
+                **counts,
+            }
             write_atomic(record.path / PROCESSED_NAME, (json.dumps(body) + "\n").encode())
             state.remove()
         self.stats.dirs_done += 1
@@ -283,19 +304,31 @@ class Sender:
                  counts["rows"], counts["bad_rows"], time.time() - started)  # fmt: skip
         return outcome.sent
 
-    def _send_file(self, logfile: LogFile, directory: str, log_name: str,
-                   resume: ResumePoint) -> int:  # fmt: skip
+    def _send_file(
+        self, logfile: LogFile, directory: str, log_name: str, resume: ResumePoint
+    ) -> int:
         """Publish the chunks of one log from `resume`; return how many were published."""
         prefix = f"{logfile.options.sensor}:{logfile.options.instance}:{directory}:{log_name}:"
-        transport, pending, stats, file_stats = self.transport, self._pending, self.stats, logfile.stats
+        transport, pending, stats, file_stats = (
+            self.transport,
+            self._pending,
+            self.stats,
+            logfile.stats,
+        )
         number = resume.number
         sent = 0
         chunk: Chunk
         for chunk in logfile.chunks():
             count = len(chunk.items)
             body = chunk.body()
-            token = _Pending(log_name, chunk.end, number, count, resume.rows + file_stats.rows,
-                             resume.bad_rows + file_stats.bad_rows)  # fmt: skip
+            token = _Pending(
+                log_name,
+                chunk.end,
+                number,
+                count,
+                resume.rows + file_stats.rows,
+                resume.bad_rows + file_stats.bad_rows,
+            )
             message = Message(
                 body=body, count=count, message_id=f"{prefix}{number}",
                 timestamp=int(time.time()),

@@ -1,4 +1,4 @@
-"""tstat_cull on copies of the real Tstat output in ../shared/data/tstat/full.
+"""tstat_cull on copies of the real Tstat output in tests/data/full.
 
 Markers get chosen ages with os.utime, far (>= 0.5 h) from every TTL boundary, so
 no assertion depends on how long a test takes.

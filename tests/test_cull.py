@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tstat_transport.cull import CullReport, build_parser, cull_main, remove_expired, scan
+from tstat_transport.cli import build_cull_parser as build_parser
+from tstat_transport.cli import cull_main
+from tstat_transport.cull import CullReport, remove_expired, scan
 from tstat_transport.state import LOCK_NAME, PROCESSED_NAME, run_lock
 
 REPO = Path(__file__).resolve().parents[1]

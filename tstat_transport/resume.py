@@ -93,6 +93,16 @@ def fingerprint(path: Path, pos: Position) -> dict[str, str] | None:
     }
 
 
+def _describe_change(key: str, old: Any, new: Any) -> str:
+    """One changed option as the operator gave it: the threshold in MB, as -T takes it."""
+    if key == "threshold_bits":
+        try:
+            return f"-T/--threshold {float(old) / 8_000_000:g} MB -> {float(new) / 8_000_000:g} MB"
+        except (TypeError, ValueError):
+            pass
+    return f"{key} {old!r} -> {new!r}"
+
+
 class DirectoryState:
     """The state file of one directory: per log, the position confirmed so far."""
 
@@ -138,10 +148,8 @@ class DirectoryState:
                 log.warning("%s: unreadable options in state file, sending the directory "
                             "from the start", self.path)  # fmt: skip
                 return
-            changed = ", ".join(
-                f"{k} {recorded.get(k)!r} -> {wanted[k]!r}" for k in wanted
-                if recorded.get(k) != wanted[k]
-            )  # fmt: skip
+            changed = ", ".join(_describe_change(k, recorded.get(k), wanted[k]) for k in wanted
+                                if recorded.get(k) != wanted[k])  # fmt: skip
             # Its first part already went out with the old options; finishing it with
             # them keeps its chunks (and message ids) consistent: nothing lost, no
             # duplicates. New directories use the new options.

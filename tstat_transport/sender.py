@@ -300,8 +300,10 @@ class Sender:
             write_atomic(record.path / PROCESSED_NAME, (json.dumps(body) + "\n").encode())
             state.remove()
         self.stats.dirs_done += 1
-        log.info("%s: done, %d messages, %d rows (%d bad) in %.1fs", record.path, outcome.sent,
-                 counts["rows"], counts["bad_rows"], time.time() - started)  # fmt: skip
+        sent, rows = outcome.sent, counts["rows"]
+        log.info("%s: done, %d message%s, %d row%s (%d bad) in %.1fs", record.path,
+                 sent, "" if sent == 1 else "s", rows, "" if rows == 1 else "s",
+                 counts["bad_rows"], time.time() - started)  # fmt: skip
         return outcome.sent
 
     def _send_file(

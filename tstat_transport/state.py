@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+import pwd
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -87,6 +88,30 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
+def _fix_hint(path: Path, exc: OSError) -> str:
+    """How to get out of a permission trap, e.g. a root-owned file left by a run as root."""
+    if exc.errno not in (errno.EACCES, errno.EPERM):
+        return ""
+    user = _user_name(os.geteuid())
+    target = path if path.exists() else path.parent
+    try:
+        owner = _user_name(os.stat(target).st_uid)
+    except OSError:
+        return ""
+    if owner == user:
+        return f" (check the mode of {target})"
+    # chown the file (or the root, when the file cannot be created there). Not "run as
+    # root": that is how the trap is usually set.
+    return f" ({target} belongs to {owner}, this run is {user}: as root, `chown {user}: {target}`)"
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 @contextlib.contextmanager
 def run_lock(root: Path) -> Iterator[Path]:
     """Hold an exclusive, non-blocking lock on `root` for tstat_send and tstat_cull.
@@ -98,10 +123,14 @@ def run_lock(root: Path) -> Iterator[Path]:
     """
     path = root / LOCK_NAME
     try:
-        f = open(path, "a")
+        # Read-only: flock needs no write access, so a lock file a run as root left
+        # behind (0644) does not lock the service user out.
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise StateError(f"cannot open lock file {path}: {exc.strerror}") from exc
-    with f:
+        raise StateError(
+            f"cannot open lock file {path}: {exc.strerror}{_fix_hint(path, exc)}"
+        ) from exc
+    with os.fdopen(fd, "rb") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -134,7 +134,8 @@ def scan(
         log.info("%s: a symlink, not culled", link)
     leftovers = [Candidate(path, tree_size(path)) for path in found.leftovers]
     processed: list[tuple[float, Path]] = []
-    for record in found.having(Status.PROCESSED):
+    # An unreadable directory or a strange marker is looked at too, to say why it stays.
+    for record in found.having(Status.PROCESSED, Status.UNREADABLE):
         mtime = marker_mtime(record.path)
         if mtime is not None:
             processed.append((mtime, record.path))

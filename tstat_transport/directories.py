@@ -26,6 +26,7 @@ import errno
 import logging
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,7 @@ class Status(enum.Enum):
     DUE = "due"  # to be sent by this run
     WAITING = "waiting"  # Tstat may still write it: left for a later run
     IGNORED = "ignored"  # not a real date, or in the future: reported, left alone
-    UNREADABLE = "unreadable"  # cannot be looked into (permissions): fails, reported
+    UNREADABLE = "unreadable"  # cannot be looked into, or a strange marker: fails, reported
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class TstatDirectory:
     `eth1/2026_11_24_19_18.out`): what message ids and log lines carry. `complete` is
     True when Tstat is done with it; a DUE directory that is not complete is sent
     because of --include-newest, and a log of it that ends in a cut row keeps it unmarked.
+    `reason` says why it is not simply due; for UNREADABLE it is the whole error line.
     """
 
     path: Path
@@ -183,13 +185,25 @@ def _last_log_change(path: Path) -> float:
     return latest
 
 
+class _StrangeMarker(Exception):
+    """A `.processed` that is not a regular file: not one tstat_send wrote."""
+
+
 def _has_marker(path: Path) -> bool:
-    """True if `.processed` is there. Raises OSError when the directory cannot be searched."""
+    """True if `.processed` is there (a regular file, as tstat_send writes it).
+
+    Raises _StrangeMarker for anything else by that name (a planted symlink must
+    neither silence the directory for good nor be written through), OSError when the
+    directory cannot be searched.
+    """
     try:
-        os.lstat(path / PROCESSED_NAME)
+        st = os.lstat(path / PROCESSED_NAME)
     except FileNotFoundError:
         return False
-    return True
+    if stat.S_ISREG(st.st_mode):
+        return True
+    what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+    raise _StrangeMarker(f"it is {what}, not a marker tstat_send wrote")
 
 
 def _ago(seconds: float) -> str:
@@ -217,8 +231,11 @@ def _judge(
         if _has_marker(path):
             return TstatDirectory(path, name, Status.PROCESSED, started=started)
         changed = _last_log_change(path)
+    except _StrangeMarker as exc:
+        reason = f"{path / PROCESSED_NAME}: {exc}: the directory is not sent; remove it"
+        return TstatDirectory(path, name, Status.UNREADABLE, reason, started=started)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
+        reason = f"{path}: cannot read the directory: {exc.strerror or exc}"
         if exc.errno in (errno.EACCES, errno.EPERM):
             reason += " (run as the user Tstat writes as, or fix the permissions)"
         return TstatDirectory(path, name, Status.UNREADABLE, reason, started=started)

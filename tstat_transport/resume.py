@@ -41,6 +41,15 @@ class ResumePoint:
     bad_rows: int = 0
 
 
+@dataclass(frozen=True)
+class _Opened:
+    """A log file this run reads: where, its inode, and whether offsets are its bytes."""
+
+    path: Path
+    inode: int | None
+    bytes_comparable: bool  # False for a .gz: offsets count uncompressed bytes
+
+
 def _checked_entry(entry: object) -> dict[str, Any] | None:
     """A file's entry of the state, or None if it is not one this tool could have written."""
     if not isinstance(entry, dict):
@@ -114,7 +123,7 @@ class DirectoryState:
         self.destination = destination
         self.files: dict[str, dict[str, Any]] = {}
         self.dirty = False
-        self._inodes: dict[str, int] = {}  # of the files opened by this run
+        self._read: dict[str, _Opened] = {}  # the files this run reads, by log name
         self._unprinted: set[str] = set()  # files whose fingerprint is older than their entry
         if enabled:
             self._load()
@@ -171,16 +180,21 @@ class DirectoryState:
             else:
                 self.files[name] = checked
 
-    def start_of(self, log_name: str, st: os.stat_result) -> ResumePoint:
-        """Where to resume `log_name` (whose stat is `st`): from the start unless the
-        recorded progress still describes this very file."""
+    def start_of(self, log_name: str, path: Path, size: int | None) -> ResumePoint:
+        """Where to resume `log_name`, read from `path`: from the start unless the
+        recorded progress still describes this very file. `size` None: a compressed
+        log, whose offsets count uncompressed bytes and cannot be checked as bytes."""
         entry = self.files.get(log_name)
-        self._inodes[log_name] = st.st_ino
+        try:
+            inode: int | None = os.lstat(path).st_ino
+        except OSError:
+            inode = None  # the reader says why
+        self._read[log_name] = _Opened(path, inode, size is not None)
         if not entry:
             return ResumePoint()
         pos = Position.from_json(entry)
         assert pos is not None
-        changed = self._changed(log_name, entry, pos, st)
+        changed = self._changed(entry, pos, self._read[log_name], size)
         if changed is None:
             return ResumePoint(pos, entry["messages"], entry["rows"], entry["bad_rows"])
         log.warning(
@@ -203,18 +217,19 @@ class DirectoryState:
         return ResumePoint(Position(), number, 0, 0)
 
     def _changed(
-        self, log_name: str, entry: dict[str, Any], pos: Position, st: os.stat_result
+        self, entry: dict[str, Any], pos: Position, opened: _Opened, size: int | None
     ) -> str | None:
         """How the file differs from the one the progress was recorded for, or None."""
-        if entry.get("inode", st.st_ino) != st.st_ino:
-            return f"the file was replaced (inode {entry['inode']} -> {st.st_ino})"
-        if pos.offset > st.st_size:
+        inode = opened.inode
+        if inode is not None and entry.get("inode", inode) != inode:
+            return f"the file was replaced (inode {entry['inode']} -> {inode})"
+        if size is not None and pos.offset > size:
             return (
                 f"the file is shorter than the progress recorded for it "
-                f"({st.st_size} < {pos.offset} bytes)"
+                f"({size} < {pos.offset} bytes)"
             )
-        if "header_sha1" in entry:
-            now = fingerprint(self.directory / log_name, pos)
+        if "header_sha1" in entry and opened.bytes_comparable:
+            now = fingerprint(opened.path, pos)
             if now is None:
                 return "the file cannot be read back where the progress was recorded"
             if now["header_sha1"] != entry["header_sha1"]:
@@ -244,8 +259,9 @@ class DirectoryState:
     def _moved(self, log_name: str, entry: dict[str, Any], rows: int, bad_rows: int) -> None:
         entry["rows"] = rows
         entry["bad_rows"] = bad_rows
-        if log_name in self._inodes:
-            entry["inode"] = self._inodes[log_name]
+        opened = self._read.get(log_name)
+        if opened is not None and opened.inode is not None:
+            entry["inode"] = opened.inode
         self._unprinted.add(log_name)
         self.dirty = True
 
@@ -254,8 +270,11 @@ class DirectoryState:
             return
         for log_name in self._unprinted:
             entry = self.files[log_name]
+            opened = self._read.get(log_name)
             pos = Position.from_json(entry)
-            prints = fingerprint(self.directory / log_name, pos) if pos is not None else None
+            if opened is None or not opened.bytes_comparable or pos is None:
+                continue
+            prints = fingerprint(opened.path, pos)
             if prints is not None:
                 entry.update(prints)
         self._unprinted.clear()

@@ -30,7 +30,7 @@ from . import __version__
 from .config import Settings
 from .directories import Status, TstatDirectory, require_tstat_output, scan
 from .errors import StateError, TransportError
-from .reader import Chunk, LogFile, Position
+from .reader import Chunk, LogFile, Position, locate_log
 from .records import LogFormatError, Options
 from .resume import DirectoryState, ResumePoint
 from .state import PROCESSED_NAME, write_atomic
@@ -148,6 +148,17 @@ class Sender:
             self._state.save(durable=durable)
             self._unsaved = 0
 
+    def _reading(self, log_name: str, end: Position, rows: int, bad_rows: int) -> None:
+        """Rows that give no message go by: service the transport (heartbeats,
+        confirms) and, with nothing in flight, record how far the file was read
+        (and its rows so far), so a run stopped in a long stretch of them still
+        moves forward."""
+        self.transport.poll()
+        self._advance()
+        if self._state is not None and not self._pending:
+            self._state.advance(log_name, end, rows, bad_rows)
+        self._checkpoint()
+
     # -- the walk --------------------------------------------------------------
     def run(self, root: Path) -> int:
         """Process every due directory; return how many could not be delivered.
@@ -166,7 +177,7 @@ class Sender:
                 log.warning("%s: %s: not sent", record.path, record.reason)
                 stats.dirs_ignored += 1
             elif record.status is Status.UNREADABLE:
-                log.error("%s: cannot read the directory: %s", record.path, record.reason)
+                log.error("%s", record.reason)  # names the path itself
                 stats.dirs_failed += 1
             elif record.status is Status.WAITING:
                 log.info("%s: %s: left for a later run", record.path, record.reason)
@@ -226,17 +237,21 @@ class Sender:
         """Send what is left of one log of a directory; account for it in `outcome`."""
         state = self._state
         assert state is not None
-        path = record.path / log_name
         try:
-            st = path.stat()
-        except FileNotFoundError:
-            log.info("%s: no %s", record.path, log_name)
-            return
-        except OSError as exc:  # a symlink loop, a directory that cannot be searched
-            log.error("%s: cannot read: %s", path, exc.strerror or exc)
+            found = locate_log(record.path, log_name)
+        except LogFormatError as exc:
+            log.error("%s", exc)
             outcome.failed += 1
             return
-        resume = state.start_of(log_name, st)
+        except OSError as exc:  # a directory that cannot be searched
+            log.error("%s: cannot read: %s", record.path / log_name, exc.strerror or exc)
+            outcome.failed += 1
+            return
+        if found is None:
+            log.info("%s: no %s", record.path, log_name)
+            return
+        path, size = found
+        resume = state.start_of(log_name, path, size)
         logfile = LogFile(path, protocol, state.options, resume.position, record.complete)
         try:
             outcome.sent += self._send_file(logfile, record.name, log_name, resume)
@@ -253,7 +268,7 @@ class Sender:
                 outcome.counts[key] += getattr(logfile.stats, key)
             self.stats.rows += logfile.stats.rows
             self.stats.bad_rows += logfile.stats.bad_rows
-            self._log_bytes += st.st_size - resume.position.offset
+            self._log_bytes += (size or 0) - resume.position.offset
         rows = resume.rows + logfile.stats.rows
         bad_rows = resume.bad_rows + logfile.stats.bad_rows
         if mostly_bad(rows, bad_rows):
@@ -322,6 +337,11 @@ class Sender:
         chunk: Chunk
         for chunk in logfile.chunks():
             count = len(chunk.items)
+            if not count:
+                rows = resume.rows + file_stats.rows
+                self._reading(log_name, chunk.end, rows, resume.bad_rows + file_stats.bad_rows)
+                self._show_progress(logfile, directory, chunk)
+                continue
             body = chunk.body()
             token = _Pending(
                 log_name,
@@ -347,11 +367,14 @@ class Sender:
             stats.bytes += len(body)
             if self.tracking:
                 self._checkpoint(force=False)
-            if self._on_message is not None:
-                self._on_message(
-                    stats,
-                    directory,
-                    stats.rows + file_stats.rows,
-                    self._log_bytes + chunk.end.offset - logfile.start.offset,
-                )
+            self._show_progress(logfile, directory, chunk)
         return sent
+
+    def _show_progress(self, logfile: LogFile, directory: str, chunk: Chunk) -> None:
+        if self._on_message is not None:
+            self._on_message(
+                self.stats,
+                directory,
+                self.stats.rows + logfile.stats.rows,
+                self._log_bytes + chunk.end.offset - logfile.start.offset,
+            )

@@ -391,10 +391,7 @@ def _python_for(user: str) -> list[str]:
             continue
         if probe.returncode == 0:
             return ["env", f"PYTHONPATH={env_path}", python]
-    message = f"no Python that {user} may run"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    pytest.skip(f"no Python that {user} may run")  # a failure under CI (conftest)
 
 
 @pytest.fixture

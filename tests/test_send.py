@@ -59,12 +59,12 @@ def test_newest_directory_is_left_for_a_later_run(capsys, tstat_root, caplog):
     root = tstat_root("full")
     code, objs, err = send_n(capsys, "-v", "-d", str(root))
     assert code == 0
-    assert len(objs) == sum(FULL_OBJECTS[d] for d in FULL_DIRS[:3])
-    assert {o["start"] for o in objs}.isdisjoint(
-        {o["start"] for o in send_n(capsys, "--include-newest", "-d", str(root))[1][-368:]}
-        - {o["start"] for o in objs}
-    )
     assert "2026_11_24_19_24.out: newest directory, Tstat may still be writing it" in err
+    code, everything, _ = send_n(capsys, "--include-newest", "-d", str(root))
+    assert code == 0
+    # Exactly the three older directories' objects, none of the newest's.
+    assert objs == everything[: -FULL_OBJECTS[FULL_DIRS[3]]]
+    assert len(objs) == sum(FULL_OBJECTS[d] for d in FULL_DIRS[:3])
 
 
 def test_no_transport_marks_nothing_and_sends_again(capsys, tstat_root):
@@ -76,11 +76,13 @@ def test_no_transport_marks_nothing_and_sends_again(capsys, tstat_root):
 
 
 def test_inprogress_cut_rows_are_never_emitted(capsys, data_dir):
-    code, objs, _ = send_n(capsys, "--include-newest", "-d", str(data_dir / "inprogress"))
-    newest = [o for o in objs[506:]]
+    code, objs, err = send_n(capsys, "--include-newest", "-d", str(data_dir / "inprogress"))
+    assert code == 0, err
+    newest = objs[506:]
     # The newest directory's log_tcp_complete holds 111 whole rows and a cut one: exactly
     # the first 222 objects of the finished directory in full/.
-    code, full_objs, _ = send_n(capsys, "--include-newest", "-d", str(data_dir / "full"))
+    code, full_objs, err = send_n(capsys, "--include-newest", "-d", str(data_dir / "full"))
+    assert code == 0, err
     assert newest == full_objs[506 : 506 + 222]
 
 
@@ -92,8 +94,9 @@ def test_single_stops_after_first_directory_with_data(capsys, tstat_root):
 
 def test_pretty_prints_each_message_as_065_did(capsys, data_dir):
     code, compact, _ = send_n(capsys, "--include-newest", "-d", str(data_dir / "full"))
-    send_main(["-N", "-T", "0", "-S", "testsensor", "--pretty", "--include-newest",
-               "-d", str(data_dir / "full")])  # fmt: skip
+    assert code == 0
+    assert send_main(["-N", "-T", "0", "-S", "testsensor", "--pretty", "--include-newest",
+                      "-d", str(data_dir / "full")]) == 0  # fmt: skip
     out = capsys.readouterr().out
     decoder, pos, messages = json.JSONDecoder(), 0, []
     while pos < len(out):

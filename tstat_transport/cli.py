@@ -48,29 +48,29 @@ log = logging.getLogger("tstat_transport")
 # home, where ./config.ini is rarely what was meant.
 SYSTEM_CONFIG = Path("/etc/tstat_transport/config.ini")
 
-# Ended by a signal or by a closed pipe: the same for both commands.
-_SIGNAL_CODES = f"""\
-  {EXIT_INTERRUPTED}  interrupted (Ctrl-C): what was confirmed is kept, the next run carries on
-  {EXIT_TERMINATED}  terminated (SIGTERM: systemctl stop, kill): the same
-  {EXIT_BROKEN_PIPE}  the reader of standard output went away (`| head`)
-"""
-
 EXIT_CODES_HELP = f"""\
 exit codes:
-  {EXIT_OK}   everything due was delivered (skipped bad rows are counted, not failures)
-  {EXIT_FAILED}   some directory could not be delivered (see the error lines)
-  {EXIT_USAGE}   usage or configuration error; nothing was sent
-  {EXIT_TEMPFAIL}  temporary: the receiver is unreachable, or another run holds the lock;
+  {EXIT_OK}    everything due was delivered (skipped bad rows are counted, not failures)
+  {EXIT_FAILED}    some directory could not be delivered (see the error lines)
+  {EXIT_USAGE}    usage or configuration error; nothing was sent
+  {EXIT_TEMPFAIL}   temporary: the receiver is unreachable, or another run holds the lock;
        the next run carries on where this one stopped
-{_SIGNAL_CODES}"""
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C): what the receiver confirmed is kept, the next run
+       carries on from there
+  {EXIT_BROKEN_PIPE}  the reader of standard output went away (`tstat_send -N | head`)
+  {EXIT_TERMINATED}  terminated (SIGTERM: systemctl stop, kill), as {EXIT_INTERRUPTED}
+"""
 
 CULL_EXIT_CODES_HELP = f"""\
 exit codes:
-  {EXIT_OK}   everything planned was removed, or nothing was due
-  {EXIT_FAILED}   something could not be removed (see the error lines)
-  {EXIT_USAGE}   usage error; nothing was touched
-  {EXIT_TEMPFAIL}  tstat_send or another cull holds the lock; nothing removed
-{_SIGNAL_CODES}"""
+  {EXIT_OK}    everything planned was removed, or nothing was due
+  {EXIT_FAILED}    something could not be removed (see the error lines)
+  {EXIT_USAGE}    usage error; nothing was touched
+  {EXIT_TEMPFAIL}   tstat_send or another cull holds the lock; nothing removed
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); the next run finishes what was left
+  {EXIT_BROKEN_PIPE}  the reader of standard output went away (`tstat_cull -D | head`)
+  {EXIT_TERMINATED}  terminated (SIGTERM), as {EXIT_INTERRUPTED}
+"""
 
 
 class _UsageError(Exception):

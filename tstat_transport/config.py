@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 # `user:password@` in a URL or host value; group 2 is the password.
 _USERINFO_RE = re.compile(r"([^\s:/@,\[\]]+):([^\s@/,]+)@")
 _SECRET_KEY_RE = re.compile(r"pass|secret|token|auth_value|credential", re.IGNORECASE)
+# A secret key written inside another value (two lines run together: `host = h password = x`);
+# group 2 is the secret.
+_EMBEDDED_RE = re.compile(r"((?:pass|secret|token|auth_value|credential)\w*\s*[=:]\s*)(\S+)", re.I)
 # configparser keeps `value   # note` whole; Tstat configs never need ' #' or ' ;' in a value.
 _INLINE_COMMENT_RE = re.compile(r"\s[#;]")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
@@ -180,6 +183,7 @@ class ConfigFile:
         for section in self.sections():
             for key, raw in self._parser[section].items():
                 found.update(m.group(2) for m in _USERINFO_RE.finditer(raw))
+                found.update(m.group(2) for m in _EMBEDDED_RE.finditer(raw))
                 if not _is_secret(key):
                     plain.add(raw.strip())
                     continue
@@ -241,7 +245,7 @@ def mask(key: str, value: str) -> str:
     password of any `user:password@` replaced by `***`."""
     if _is_secret(key):
         return "<hidden>"
-    return repr(_USERINFO_RE.sub(r"\1:***@", value))
+    return repr(_EMBEDDED_RE.sub(r"\1***", _USERINFO_RE.sub(r"\1:***@", value)))
 
 
 def _scan(text: str, source: str) -> dict[tuple[str, str], int]:

@@ -7,7 +7,7 @@ Config sections (details and examples in doc/rabbitmq.md):
   keep a cron run bounded: window, connect_retries, retry_delay, timeout, heartbeat,
   blocked_connection_timeout.
 - `[rabbit_queue_options]`: durable, exclusive, auto_delete, passive (booleans); any
-  other key is a queue argument (`x-queue-type = quorum`).
+  other key is a queue argument (`x-queue-type = quorum`), which starts with x-.
 - `[ssl_options]`: ca_certs, certfile, keyfile, server_hostname, verify (or the
   original's `cert_reqs = CERT_NONE`).
 
@@ -27,6 +27,7 @@ handled as they arrive without waiting for each one before the next publish.
 from __future__ import annotations
 
 import collections
+import difflib
 import logging
 import socket
 import ssl
@@ -171,6 +172,10 @@ class RabbitTransport(Transport):
         # several colons and takes the default port.
         host, port_text = text, ""
         shown = mask("host", text)
+        if any(c.isspace() for c in text):
+            # Two lines run together (`host = h password = x`) would be echoed, password
+            # and all, in every connection error.
+            raise ConfigError(f"{where} = {shown}: expected a host name, found spaces")
         if "@" in text or "://" in text:
             # A URL here would be taken for a host name and echoed, password and all,
             # in every connection error.
@@ -207,7 +212,18 @@ class RabbitTransport(Transport):
         }
         self.passive = config.get_bool(QUEUE_OPTIONS, "passive", False)
         # Every other key is a queue argument: `x-max-length = 10000` becomes the integer
-        # 10000, as the broker requires; `x-queue-type = quorum` stays a string.
+        # 10000, as the broker requires; `x-queue-type = quorum` stays a string. Queue
+        # arguments all start with x-: any other key is a misspelled flag (`durabel`),
+        # which the broker would accept as an argument and ignore.
+        for key in config.raw_keys(QUEUE_OPTIONS):
+            if key not in QUEUE_FLAGS and not key.lower().startswith("x-"):
+                close = difflib.get_close_matches(key, QUEUE_FLAGS, n=1, cutoff=0.6)
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else f"not a flag ({', '.join(QUEUE_FLAGS)}), and queue arguments start with x-"
+                )
+                raise ConfigError(f"{config.name}: [{QUEUE_OPTIONS}] {key}: unknown key ({hint})")
         self.queue_arguments: dict[str, Any] = {
             key: parse_scalar(value)
             for key, value in config.items(QUEUE_OPTIONS).items()

@@ -7,7 +7,7 @@ Config sections (details and examples in doc/rabbitmq.md):
   keep a cron run bounded: window, connect_retries, retry_delay, timeout, heartbeat,
   blocked_connection_timeout.
 - `[rabbit_queue_options]`: durable, exclusive, auto_delete, passive (booleans); any
-  other key is a queue argument (`x-queue-type = quorum`).
+  other key is a queue argument (`x-queue-type = quorum`), which starts with x-.
 - `[ssl_options]`: ca_certs, certfile, keyfile, server_hostname, verify (or the
   original's `cert_reqs = CERT_NONE`).
 
@@ -27,6 +27,7 @@ handled as they arrive without waiting for each one before the next publish.
 from __future__ import annotations
 
 import collections
+import difflib
 import logging
 import socket
 import ssl
@@ -40,7 +41,7 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop, SelectConnection
 from pika.adapters.utils import connection_workflow
 
-from ..config import parse_scalar
+from ..config import mask, parse_scalar
 from ..errors import ConfigError, TransportError, TransportUnavailable
 from .base import Message, Transport
 
@@ -136,7 +137,7 @@ class RabbitTransport(Transport):
         ]
         if not self.nodes:
             raise ConfigError(
-                f"{where('host')} = {host_text!r}: expected a host name, "
+                f"{where('host')} = {mask('host', host_text)}: expected a host name, "
                 "or several separated by commas"
             )
         self.username = config.get_str(RABBIT, "username", "guest")
@@ -146,6 +147,12 @@ class RabbitTransport(Transport):
         self.exchange = config.get_str(RABBIT, "exchange", "")
         self.routing_key = config.get_str(RABBIT, "routing_key", self.queue)
         if not self.exchange and not self.routing_key:
+            if self.queue:  # `routing_key =` left empty: the queue is not to blame
+                raise ConfigError(
+                    f"{where('routing_key')}: is empty, and with the default exchange messages "
+                    "go to the queue the routing key names: remove the line (it defaults to "
+                    "the queue's name) or set it"
+                )
             raise ConfigError(
                 f"{where('queue')}: required key is missing (with the default "
                 "exchange, messages go to the queue the routing key names)"
@@ -164,15 +171,27 @@ class RabbitTransport(Transport):
         # `host`, `host:port`, `[v6addr]` or `[v6addr]:port`; a bare IPv6 address has
         # several colons and takes the default port.
         host, port_text = text, ""
+        shown = mask("host", text)
+        if any(c.isspace() for c in text):
+            # Two lines run together (`host = h password = x`) would be echoed, password
+            # and all, in every connection error.
+            raise ConfigError(f"{where} = {shown}: expected a host name, found spaces")
+        if "@" in text or "://" in text:
+            # A URL here would be taken for a host name and echoed, password and all,
+            # in every connection error.
+            raise ConfigError(
+                f"{where} = {shown}: expected a host name, not a URL: give username, "
+                "password and vhost in keys of their own"
+            )
         if text.startswith("["):
             host, _, rest = text[1:].partition("]")
             if rest and not rest.startswith(":"):
-                raise ConfigError(f"{where} = {text!r}: expected [address]:port")
+                raise ConfigError(f"{where} = {shown}: expected [address]:port")
             port_text = rest[1:]
         elif text.count(":") == 1:
             host, port_text = text.split(":")
         if not host:
-            raise ConfigError(f"{where} = {text!r}: empty host name")
+            raise ConfigError(f"{where} = {shown}: empty host name")
         if not port_text:
             return _Node(host, 0)
         try:
@@ -180,7 +199,7 @@ class RabbitTransport(Transport):
             if not 1 <= port <= 65535:
                 raise ValueError
         except ValueError:
-            raise ConfigError(f"{where} = {text!r}: port must be an integer 1-65535") from None
+            raise ConfigError(f"{where} = {shown}: port must be an integer 1-65535") from None
         return _Node(host, port)
 
     def _read_queue_options(self, config: ConfigFile) -> None:
@@ -193,7 +212,18 @@ class RabbitTransport(Transport):
         }
         self.passive = config.get_bool(QUEUE_OPTIONS, "passive", False)
         # Every other key is a queue argument: `x-max-length = 10000` becomes the integer
-        # 10000, as the broker requires; `x-queue-type = quorum` stays a string.
+        # 10000, as the broker requires; `x-queue-type = quorum` stays a string. Queue
+        # arguments all start with x-: any other key is a misspelled flag (`durabel`),
+        # which the broker would accept as an argument and ignore.
+        for key in config.raw_keys(QUEUE_OPTIONS):
+            if key not in QUEUE_FLAGS and not key.lower().startswith("x-"):
+                close = difflib.get_close_matches(key, QUEUE_FLAGS, n=1, cutoff=0.6)
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else f"not a flag ({', '.join(QUEUE_FLAGS)}), and queue arguments start with x-"
+                )
+                raise ConfigError(f"{config.name}: [{QUEUE_OPTIONS}] {key}: unknown key ({hint})")
         self.queue_arguments: dict[str, Any] = {
             key: parse_scalar(value)
             for key, value in config.items(QUEUE_OPTIONS).items()

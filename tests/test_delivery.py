@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from broker import Broker, Proxy, free_port
+from helpers import settle
 
 from tstat_transport.cli import send_main
 from tstat_transport.state import LOCK_NAME, PROCESSED_NAME, STATE_NAME
@@ -84,7 +85,7 @@ def test_clean_run_delivers_every_flow_and_marks(broker, queue_name, tstat_root,
     assert props[0].message_id == "s1:0:2026_11_24_19_18.out:log_tcp_complete:0"
     assert props[0].headers == {
         "tstat_directory": "2026_11_24_19_18.out", "tstat_log": "log_tcp_complete",
-        "chunk": 0, "flows": 100,
+        "chunk": 0, "flows": 100, "format_version": 1,
     }  # fmt: skip
     assert len({p.message_id for p in props}) == len(props)
     assert markers(root) == DIRS[:3]  # the newest is left for later
@@ -212,6 +213,7 @@ def test_full_disk_for_the_state_file(broker, queue_name, data_dir, tmp_path, ca
     root.mkdir()
     for name in DIRS[:2]:
         subprocess.run(["cp", "-r", str(data_dir / "full" / name), str(root)], check=True)
+    settle(root)
     want = expected_flows(capsys, root)
     small_disk.fill()
     cfg = config(tmp_path, broker, queue_name, window=1)

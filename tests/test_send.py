@@ -15,6 +15,7 @@ import pytest
 from helpers import ListTransport, jsonl_objects, settings
 
 from tstat_transport.cli import send_main
+from tstat_transport.directories import Status, TstatDirectory
 from tstat_transport.errors import StateError, TransportUnavailable
 from tstat_transport.sender import Sender
 from tstat_transport.state import PROCESSED_NAME, STATE_NAME
@@ -240,9 +241,9 @@ def test_newest_with_cut_line_is_sent_but_not_marked_until_complete(tstat_root, 
     full_root = tstat_root("full")
     full = ListTransport(settings(full_root))
     with full:
-        Sender(settings(full_root), full).process_directory(
-            full_root / "2026_11_24_19_20.out", True
-        )
+        name = "2026_11_24_19_20.out"
+        record = TstatDirectory(full_root / name, name, Status.DUE, complete=True)
+        Sender(settings(full_root), full).process_directory(record)
     assert t1.objects()[506:] + t2.objects() == full.objects()
 
 
@@ -298,7 +299,7 @@ def test_summary_line_at_verbose(capsys, data_dir, caplog):
     assert send_main(["-N", "-T", "0", "-v", "--include-newest", "-d", str(data_dir / "full")]) == 0
     err = capsys.readouterr().err
     assert (
-        "summary: dirs_done=4 dirs_failed=0 dirs_skipped=0 dirs_waiting=0 rows=999 "
+        "summary: dirs_done=4 dirs_failed=0 dirs_skipped=0 dirs_waiting=0 dirs_ignored=0 rows=999 "
         "bad_rows=0 objects=1998 messages=24" in err
     )
 

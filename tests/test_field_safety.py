@@ -191,9 +191,12 @@ def test_a_root_without_tstat_directories_says_so_and_fails(tmp_path, capsys):
     assert m["tstat_send_directories_seen"] == 0 and m["tstat_send_exit_status"] == 1
 
 
-def test_cull_refuses_the_file_system_root_before_any_lock(capsys):
+@pytest.mark.parametrize(
+    ("command", "argv"), [(cull_main, ["-d", "/"]), (send_main, ["-N", "-d", "/"])]
+)
+def test_the_file_system_root_is_refused_before_any_lock(capsys, command, argv):
     existed = os.path.exists("/" + LOCK_NAME)
-    code = cull_main(["-d", "/"])
+    code = command(argv)
     err = capsys.readouterr().err
     assert code == 2
     assert "-d /: the file-system root is not a Tstat output root" in err
@@ -294,9 +297,7 @@ def test_a_log_that_is_a_symlink_loop_fails_only_its_directory(
 
     assert code == 1
     errors = [line for line in err.splitlines() if "ERROR" in line]
-    assert (
-        errors == [errors[0]] and f"{loop}: a symbolic link, not a regular file" in errors[0]
-    )
+    assert errors == [errors[0]] and f"{loop}: a symbolic link, not a regular file" in errors[0]
     assert marked(root) == [D18, D22]
     assert "summary: dirs_done=2 dirs_failed=1" in err
     assert metrics_of(metrics)["tstat_send_last_run_directories_failed"] == 1

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pika
@@ -126,6 +127,22 @@ def test_a_directory_whose_logs_changed_within_the_settle_period_waits(
     assert code == 0, err
     assert marked(root) == [D18, D20, D22]
     assert per_directory(arrived(broker, queue_name)) == {D22: OBJECTS[D22]}
+
+
+def test_logs_dated_far_in_the_future_leave_their_directory_alone(tstat_root, capsys):
+    root = tstat_root("full")
+    # The clock was a day ahead while Tstat wrote 19_20, then stepped back: its logs'
+    # times say nothing about whether Tstat is done with it.
+    settle(root / D20, -86400)
+
+    code = send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)])
+
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert err.strip().splitlines() == [err.strip()]
+    assert f"{root / D20}: its logs are dated 24.0 h in the future (clock stepped back?)" in err
+    got = Counter(o["meta"]["sensor_id"] for line in out.splitlines() for o in json.loads(line))
+    assert got == {"s1": OBJECTS[D18] + OBJECTS[D22]}
 
 
 # -- 13.1: a root of several Tstat instances; an empty root says so -----------------------

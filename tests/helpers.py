@@ -199,6 +199,10 @@ def by_hand_tcp(row: dict[str, str], d: str) -> dict:
         "bits_per_second": rate(bits, seconds), "packets_per_second": rate(packets, seconds),
         "tcp_rexmit_bytes": int(row[d + "bytes_retx"]),
         "tcp_rexmit_pkts": int(row[d + "pkts_retx"]),
+        # 0.6.8's additions: retransmitted / data packets, unrounded, 0 unless both are set.
+        "tcp_rexmit_rate": (int(row[d + "pkts_retx"]) / packets
+                            if int(row[d + "pkts_retx"]) and packets else 0),
+        "tcp_syn_cnt": int(row[d + "syn_cnt"]),
         "tcp_out_seq_pkts": int(row[d + "pkts_ooo"]),
     }  # fmt: skip
 

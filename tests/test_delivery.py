@@ -85,7 +85,7 @@ def test_clean_run_delivers_every_flow_and_marks(broker, queue_name, tstat_root,
     assert props[0].message_id == "s1:0:2026_11_24_19_18.out:log_tcp_complete:0"
     assert props[0].headers == {
         "tstat_directory": "2026_11_24_19_18.out", "tstat_log": "log_tcp_complete",
-        "chunk": 0, "flows": 100,
+        "chunk": 0, "flows": 100, "format_version": 1,
     }  # fmt: skip
     assert len({p.message_id for p in props}) == len(props)
     assert markers(root) == DIRS[:3]  # the newest is left for later

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import logging
 import math
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Iterator, NoReturn, Sequence
 
-from . import __version__
+from . import __version__, anonymize
 from .config import DEFAULT_SETTLE_SECONDS, ConfigFile, Settings
 from .cull import DEFAULT_TTL_HOURS, Candidate, CullReport, cull, describe
 from .directories import require_tstat_output, scan
@@ -40,7 +41,7 @@ from .progress import ProgressLine
 from .sender import Sender, default_sensor
 from .state import run_lock
 from .stats import RunStats
-from .transports import BUILTIN, available, get_transport
+from .transports import BUILTIN, Transport, available, get_transport
 
 log = logging.getLogger("tstat_transport")
 
@@ -339,15 +340,22 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def find_config(given: Path | None) -> Path:
     """-c if given; else ./config.ini if it exists; else SYSTEM_CONFIG. Raises ConfigError."""
+    found = _optional_config(given)
+    if found is None:
+        raise ConfigError(
+            f"no config file: neither ./config.ini nor {SYSTEM_CONFIG} exists "
+            "(give one with -c/--config)"
+        )
+    return found
+
+
+def _optional_config(given: Path | None) -> Path | None:
     if given is not None:
         return given
     for candidate in (Path("config.ini"), SYSTEM_CONFIG):
         if candidate.exists():
             return candidate
-    raise ConfigError(
-        f"no config file: neither ./config.ini nor {SYSTEM_CONFIG} exists "
-        "(give one with -c/--config)"
-    )
+    return None
 
 
 def _other_sections(cls: type) -> set[str]:
@@ -360,21 +368,31 @@ def _other_sections(cls: type) -> set[str]:
     return sections
 
 
-def _load_transport(settings: Settings):
+def _load_transport(settings: Settings) -> tuple[Transport, Settings]:
+    """The transport, and the settings completed from the config file ([anonymize])."""
     cls = get_transport(settings.transport)
     if cls.needs_config:
         path = find_config(settings.config_path)
         log.info("config: %s", path)
         config = ConfigFile(path)
         hide_secrets(config.secrets())
-        config.check_unknown(cls.config_sections, _other_sections(cls))
+        known = {**cls.config_sections, **anonymize.CONFIG_SECTIONS}
+        config.check_unknown(known, _other_sections(cls))
     else:
-        config = ConfigFile(None)
-    return cls(settings, config)
+        # -N needs no config file, but one that is given or found may ask for
+        # anonymisation, which must hold wherever the flows go: its [anonymize] is
+        # read (and checked); the other sections are the transports' business.
+        config = ConfigFile(_optional_config(settings.config_path))
+        hide_secrets(config.secrets())
+        config.check_unknown(anonymize.CONFIG_SECTIONS, config.sections())
+    settings = dataclasses.replace(settings, anonymize=anonymize.from_config(config))
+    if settings.anonymize is not None:
+        log.debug("addresses are anonymised: %s", settings.anonymize.label)
+    return cls(settings, config), settings
 
 
 def run_send(settings: Settings, stats: RunStats, show_progress: bool = False) -> int:
-    transport = _load_transport(settings)
+    transport, settings = _load_transport(settings)
     # Before the lock: a root with no Tstat output (a typo, `-d /`) gets no lock file.
     require_tstat_output(scan(settings.directory, settings.settle_seconds))
     log.debug("sending %s through %s", settings.directory, transport.describe())
@@ -397,7 +415,7 @@ def run_send(settings: Settings, stats: RunStats, show_progress: bool = False) -
 
 def check_config(settings: Settings) -> int:
     """--check-config: validate, connect, check; print one line; send nothing."""
-    transport = _load_transport(settings)
+    transport, _ = _load_transport(settings)
     print(transport.check())
     return EXIT_OK
 

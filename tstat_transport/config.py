@@ -14,15 +14,19 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, TypeVar
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .anonymize import Anonymizer
 
 log = logging.getLogger(__name__)
 
 # `user:password@` in a URL or host value; group 2 is the password.
 _USERINFO_RE = re.compile(r"([^\s:/@,\[\]]+):([^\s@/,]+)@")
-_SECRET_KEY_RE = re.compile(r"pass|secret|token|auth_value|credential", re.IGNORECASE)
+# `key`: [anonymize]'s pseudonymisation key.
+_SECRET_KEY_RE = re.compile(r"pass|secret|token|auth_value|credential|^key$", re.IGNORECASE)
 # A secret key written inside another value (two lines run together: `host = h password = x`);
 # group 2 is the secret.
 _EMBEDDED_RE = re.compile(r"((?:pass|secret|token|auth_value|credential)\w*\s*[=:]\s*)(\S+)", re.I)
@@ -54,6 +58,7 @@ class Settings:
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     pretty: bool = False
     config_path: Path | None = None
+    anonymize: Anonymizer | None = None  # from the config's [anonymize]; None sends addresses
 
     @property
     def threshold_bits(self) -> float:

@@ -151,8 +151,10 @@ class DirectoryState:
         wanted = self._options_json(self.options)
         if recorded != wanted:
             try:
+                # Anonymisation is not in the state (it must never hold a key): the
+                # rest of the directory gets this run's.
                 old = Options(float(recorded["threshold_bits"]), str(recorded["sensor"]),
-                              recorded["instance"])  # fmt: skip
+                              recorded["instance"], self.options.anonymize)  # fmt: skip
             except (KeyError, TypeError, ValueError):
                 log.warning("%s: unreadable options in state file, sending the directory "
                             "from the start", self.path)  # fmt: skip

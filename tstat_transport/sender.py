@@ -31,7 +31,7 @@ from .config import Settings
 from .directories import Status, TstatDirectory, require_tstat_output, scan
 from .errors import StateError, TransportError
 from .reader import Chunk, LogFile, Position, locate_log
-from .records import LogFormatError, Options
+from .records import FORMAT_VERSION, LogFormatError, Options
 from .resume import DirectoryState, ResumePoint
 from .state import PROCESSED_NAME, write_atomic
 from .stats import RunStats
@@ -114,7 +114,7 @@ class Sender:
         self.transport = transport
         self.stats = stats or RunStats()
         self.options = Options(settings.threshold_bits, settings.sensor or default_sensor(),
-                               settings.instance)  # fmt: skip
+                               settings.instance, settings.anonymize)  # fmt: skip
         self.tracking = transport.marks_processed
         self._pending: deque[_Pending] = deque()
         self._state: DirectoryState | None = None
@@ -355,7 +355,8 @@ class Sender:
                 body=body, count=count, message_id=f"{prefix}{number}",
                 timestamp=int(time.time()),
                 headers={"tstat_directory": directory, "tstat_log": log_name,
-                         "chunk": number, "flows": count},  # fmt: skip
+                         "chunk": number, "flows": count,
+                         "format_version": FORMAT_VERSION},  # fmt: skip
                 token=token,
             )  # fmt: skip
             pending.append(token)

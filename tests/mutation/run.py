@@ -371,7 +371,7 @@ def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int |
                               timeout=timeout)  # fmt: skip
     except subprocess.TimeoutExpired:
         return None, ""
-    return done.returncode, (done.stdout + done.stderr)[-2000:]
+    return done.returncode, done.stdout[-3000:] + done.stderr[-1000:]
 
 
 def apply(copy: Path, mutation: Mutation) -> str | None:

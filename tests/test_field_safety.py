@@ -145,6 +145,16 @@ def test_logs_dated_far_in_the_future_leave_their_directory_alone(tstat_root, ca
     assert got == {"s1": OBJECTS[D18] + OBJECTS[D22]}
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_a_settle_period_that_is_not_a_number_of_seconds_is_a_usage_error(
+    tstat_root, capsys, value
+):
+    code = send_main(["-N", "--settle", value, "-d", str(tstat_root("full"))])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "--settle" in err
+
+
 # -- 13.1: a root of several Tstat instances; an empty root says so -----------------------
 
 

@@ -359,6 +359,10 @@ def test_a_directory_the_user_cannot_search_fails_only_itself(broker, queue_name
         root = top / "root"
         shutil.copytree(data_dir / "full", root)
         settle(root)
+        # The code too, wherever the checkout lives (a home directory nobody cannot enter).
+        lib = top / "lib"
+        shutil.copytree(REPO / "tstat_transport", lib / "tstat_transport")
+        shutil.copytree(Path(pika.__file__).parent, lib / "pika")
         cfg = config(top, broker, queue_name)
         metrics = top / "m.prom"
         for path in [top, *top.rglob("*")]:
@@ -368,7 +372,8 @@ def test_a_directory_the_user_cannot_search_fails_only_itself(broker, queue_name
         out = subprocess.run(
             [
                 _python_for(65534),
-                str(REPO / "bin/tstat_send"),
+                "-m",
+                "tstat_transport",
                 "-c",
                 str(cfg),
                 "-T",
@@ -387,7 +392,7 @@ def test_a_directory_the_user_cannot_search_fails_only_itself(broker, queue_name
             group=65534,
             cwd=top,
             timeout=60,
-            env={**os.environ, "PYTHONPATH": f"{REPO}:{Path(pika.__file__).parents[1]}"},
+            env={**os.environ, "PYTHONPATH": str(lib)},
         )
         assert out.returncode == 1, out.stderr
         assert "Traceback" not in out.stderr

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pika
@@ -128,6 +129,32 @@ def test_a_directory_whose_logs_changed_within_the_settle_period_waits(
     assert per_directory(arrived(broker, queue_name)) == {D22: OBJECTS[D22]}
 
 
+def test_logs_dated_far_in_the_future_leave_their_directory_alone(tstat_root, capsys):
+    root = tstat_root("full")
+    # The clock was a day ahead while Tstat wrote 19_20, then stepped back: its logs'
+    # times say nothing about whether Tstat is done with it.
+    settle(root / D20, -86400)
+
+    code = send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)])
+
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert err.strip().splitlines() == [err.strip()]
+    assert f"{root / D20}: its logs are dated 24.0 h in the future (clock stepped back?)" in err
+    got = Counter(o["meta"]["sensor_id"] for line in out.splitlines() for o in json.loads(line))
+    assert got == {"s1": OBJECTS[D18] + OBJECTS[D22]}
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_a_settle_period_that_is_not_a_number_of_seconds_is_a_usage_error(
+    tstat_root, capsys, value
+):
+    code = send_main(["-N", "--settle", value, "-d", str(tstat_root("full"))])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "--settle" in err
+
+
 # -- 13.1: a root of several Tstat instances; an empty root says so -----------------------
 
 
@@ -191,9 +218,12 @@ def test_a_root_without_tstat_directories_says_so_and_fails(tmp_path, capsys):
     assert m["tstat_send_directories_seen"] == 0 and m["tstat_send_exit_status"] == 1
 
 
-def test_cull_refuses_the_file_system_root_before_any_lock(capsys):
+@pytest.mark.parametrize(
+    ("command", "argv"), [(cull_main, ["-d", "/"]), (send_main, ["-N", "-d", "/"])]
+)
+def test_the_file_system_root_is_refused_before_any_lock(capsys, command, argv):
     existed = os.path.exists("/" + LOCK_NAME)
-    code = cull_main(["-d", "/"])
+    code = command(argv)
     err = capsys.readouterr().err
     assert code == 2
     assert "-d /: the file-system root is not a Tstat output root" in err
@@ -294,9 +324,7 @@ def test_a_log_that_is_a_symlink_loop_fails_only_its_directory(
 
     assert code == 1
     errors = [line for line in err.splitlines() if "ERROR" in line]
-    assert (
-        errors == [errors[0]] and f"{loop}: a symbolic link, not a regular file" in errors[0]
-    )
+    assert errors == [errors[0]] and f"{loop}: a symbolic link, not a regular file" in errors[0]
     assert marked(root) == [D18, D22]
     assert "summary: dirs_done=2 dirs_failed=1" in err
     assert metrics_of(metrics)["tstat_send_last_run_directories_failed"] == 1
@@ -331,6 +359,10 @@ def test_a_directory_the_user_cannot_search_fails_only_itself(broker, queue_name
         root = top / "root"
         shutil.copytree(data_dir / "full", root)
         settle(root)
+        # The code too, wherever the checkout lives (a home directory nobody cannot enter).
+        lib = top / "lib"
+        shutil.copytree(REPO / "tstat_transport", lib / "tstat_transport")
+        shutil.copytree(Path(pika.__file__).parent, lib / "pika")
         cfg = config(top, broker, queue_name)
         metrics = top / "m.prom"
         for path in [top, *top.rglob("*")]:
@@ -340,7 +372,8 @@ def test_a_directory_the_user_cannot_search_fails_only_itself(broker, queue_name
         out = subprocess.run(
             [
                 _python_for(65534),
-                str(REPO / "bin/tstat_send"),
+                "-m",
+                "tstat_transport",
                 "-c",
                 str(cfg),
                 "-T",
@@ -359,7 +392,7 @@ def test_a_directory_the_user_cannot_search_fails_only_itself(broker, queue_name
             group=65534,
             cwd=top,
             timeout=60,
-            env={**os.environ, "PYTHONPATH": f"{REPO}:{Path(pika.__file__).parents[1]}"},
+            env={**os.environ, "PYTHONPATH": str(lib)},
         )
         assert out.returncode == 1, out.stderr
         assert "Traceback" not in out.stderr

@@ -235,14 +235,19 @@ def test_config_errors_name_the_key_never_its_value(capsys, data_dir, tmp_path, 
     assert KEY_A[:32] not in err
 
 
-def test_key_from_a_file(capsys, data_dir, tmp_path):
+@pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o400, False), (0o644, True)])
+def test_key_from_a_file(capsys, data_dir, tmp_path, mode, warned):
     key_file = tmp_path / "anon.key"
     key_file.write_text(KEY_A + "\n")
+    key_file.chmod(mode)
     cfg = write_config(tmp_path, {"method": "pseudonymize", "key_file": str(key_file)})
-    code, out, _ = run_n(capsys, data_dir / "full", "-c", str(cfg))
+    code, out, err = run_n(capsys, data_dir / "full", "-c", str(cfg))
     assert code == 0
     expected = IpcryptPfx(bytes.fromhex(KEY_A)).apply("10.10.0.1")
     assert f'"src_ip":"{expected}"' in out
+    warning = f"{cfg}: [anonymize] key_file {key_file} can be read by other users than its owner"
+    assert (warning in err) is warned
+    assert KEY_A[:32] not in err
 
 
 def test_without_cryptography_pseudonymize_is_a_config_error(

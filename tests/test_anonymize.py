@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -224,6 +225,8 @@ def test_off_by_default_and_with_method_none(capsys, data_dir, tmp_path):
                                                             "of the key must differ"),
         ({"method": "pseudonymize", "key_file": "/nonexistent/anon.key"},
          "[anonymize] key_file = '/nonexistent/anon.key': No such file or directory"),
+        ({"method": "pseudonymize", "key_file": "/dev/zero"},
+         "[anonymize] key_file = '/dev/zero': not a regular file"),
     ],
 )  # fmt: skip
 def test_config_errors_name_the_key_never_its_value(capsys, data_dir, tmp_path, anonymize, message):
@@ -233,6 +236,15 @@ def test_config_errors_name_the_key_never_its_value(capsys, data_dir, tmp_path, 
     assert err.strip().endswith(f"{cfg}: {message}")
     assert len(err.strip().splitlines()) == 1
     assert KEY_A[:32] not in err
+
+
+def test_a_fifo_as_key_file_is_refused_without_hanging(capsys, data_dir, tmp_path):
+    fifo = tmp_path / "anon.key"
+    os.mkfifo(fifo)
+    cfg = write_config(tmp_path, {"method": "pseudonymize", "key_file": str(fifo)})
+    code, out, err = run_n(capsys, data_dir / "full", "-c", str(cfg))
+    assert code == 2 and out == ""
+    assert err.strip().endswith(f"{cfg}: [anonymize] key_file = '{fifo}': not a regular file")
 
 
 @pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o400, False), (0o644, True)])

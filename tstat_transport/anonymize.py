@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import os
 import re
+import stat
 from functools import lru_cache
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import TYPE_CHECKING, Callable
@@ -204,9 +205,13 @@ def _read_key(config: ConfigFile, where: str) -> tuple[bytes, str]:
         raise ConfigError(f"{where} method = pseudonymize needs exactly one of key_file, key")
     if key_file:
         try:
-            with open(key_file, "rb") as f:
+            # Without blocking (a FIFO would hang the run), and only a regular file.
+            fd = os.open(key_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+            with open(fd, "rb") as f:
+                mode = os.fstat(fd).st_mode
+                if not stat.S_ISREG(mode):
+                    raise ConfigError(f"{where} key_file = {key_file!r}: not a regular file")
                 data = f.read(4096)  # a key is 64 bytes: never read a wrong path's whole file
-                mode = os.fstat(f.fileno()).st_mode
         except OSError as exc:
             raise ConfigError(f"{where} key_file = {key_file!r}: {exc.strerror}") from None
         if mode & 0o077:

@@ -382,3 +382,30 @@ def test_ipv6_text_is_what_ipaddress_writes(n):
     from tstat_transport.anonymize import ipv6_text
 
     assert ipv6_text(n) == str(ipaddress.IPv6Address(n))
+
+
+@pytest.mark.parametrize(
+    "anonymizer", [Truncate(24, 48), IpcryptPfx(bytes.fromhex(KEY_B))], ids=["truncate", "pfx"]
+)
+def test_fast_path_equals_reference_with_anonymisation(data_dir, anonymizer):
+    from tstat_transport.records import Options, compile_converter
+
+    options = Options(0, "s1", 0, anonymizer)
+    checked = 0
+    for level in ("full", "core", "advanced"):
+        for path, protocol in [
+            *((p, "tcp") for p in sorted((data_dir / level).glob("*.out/log_tcp_complete"))),
+            *((p, "udp") for p in sorted((data_dir / level).glob("*.out/log_udp_complete"))),
+        ]:
+            lines = path.read_text().splitlines()
+            conv = compile_converter(protocol, parse_header(lines[0]), options)
+            for text in lines[1:]:
+                fields = text.split(" ")
+                reference = [json.dumps(o, separators=(",", ":")) for o in conv.convert(fields)]
+                try:
+                    fast = conv.encode(fields)
+                except ValueError:
+                    continue
+                assert fast == reference
+                checked += 1
+    assert checked > 2000

@@ -320,6 +320,7 @@ def test_user_not_allowed_to_declare_the_queue_is_refused(
 
 
 def test_nothing_listening_is_unavailable_after_bounded_retries(tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO)  # the retries are logged for -v only
     port = free_port()
     transport = make_transport(
         tmp_path,
@@ -333,9 +334,49 @@ def test_nothing_listening_is_unavailable_after_bounded_retries(tmp_path, caplog
     transport.close()  # again: harmless
 
 
-def test_unknown_host_is_unavailable(tmp_path) -> None:
-    transport = make_transport(tmp_path, {"host": "no-such-host.invalid", "queue": "q"})
-    with pytest.raises(TransportUnavailable, match="cannot resolve host name"):
+def test_host_name_that_does_not_exist_is_a_config_error(tmp_path, caplog) -> None:
+    # `.invalid` never resolves (RFC 2606): DNS answers "no such name", not "try later".
+    transport = make_transport(
+        tmp_path, {"host": "no-such-host.invalid", "queue": "q", "connect_retries": 3}
+    )
+    caplog.set_level(logging.INFO)
+    with pytest.raises(ConfigError) as info:
+        transport.open()
+    text = str(info.value)
+    assert "[rabbit] host" in text and "'no-such-host.invalid'" in text
+    assert "does not exist" in text
+    assert "retry" not in caplog.text  # a name that does not exist is not tried again
+
+
+def test_host_list_with_a_name_that_does_not_exist_warns_and_delivers(
+    broker, queue_name, tmp_path, caplog
+) -> None:
+    transport = make_transport(
+        tmp_path, broker_config(broker, queue_name, host=f"rmq-typo.invalid, {broker.host}")
+    )
+    with transport:
+        transport.publish(make_messages(1)[0])
+        transport.flush()
+    assert len(transport.confirmed) == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'rmq-typo.invalid' does not exist" in warnings[0]
+
+
+def test_resolver_failing_for_a_moment_is_temporary(tmp_path, monkeypatch) -> None:
+    # A resolver that cannot answer now (no network, DNS server down) is EAI_AGAIN,
+    # which the system gives only when DNS is broken: make getaddrinfo say it.
+    import socket
+
+    real = socket.getaddrinfo
+
+    def flaky(host, *args, **kwargs):
+        if host == "archive.example.net":
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", flaky)
+    transport = make_transport(tmp_path, {"host": "archive.example.net", "queue": "q"})
+    with pytest.raises(TransportUnavailable, match="cannot resolve host name.*Temporary"):
         transport.open()
 
 
@@ -584,8 +625,8 @@ def test_queue_arguments_are_typed(tmp_path) -> None:
             "x-single-active-consumer": "false",
         },
     )
-    assert transport.queue_flags == {"durable": True, "exclusive": False, "auto_delete": False}
-    assert transport.queue_arguments == {
+    assert transport.rabbit.queue_flags == {"durable": True, "exclusive": False, "auto_delete": False}
+    assert transport.rabbit.queue_arguments == {
         "x-queue-type": "quorum",
         "x-max-length": 10000,
         "x-message-ttl": 3600000,

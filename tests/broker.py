@@ -14,6 +14,7 @@ import selectors
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import uuid
@@ -154,7 +155,9 @@ class Proxy:
     together), it forwards exactly up to that byte and then closes every connection,
     as a network failure would mid-stream. `cut()` does it at once. `hold_replies()`
     stops forwarding from broker to client (acks pile up at the broker side) until
-    `release_replies()`.
+    `release_replies()`. `withhold_confirms()` keeps forwarding everything from the
+    broker (heartbeats too) except its publisher confirms (basic.ack and basic.nack
+    frames), which it drops: a broker that takes messages and never confirms them.
     """
 
     def __init__(
@@ -171,6 +174,8 @@ class Proxy:
         self._cut = threading.Event()
         self._replies = threading.Event()
         self._replies.set()
+        self._drop_confirms = threading.Event()
+        self.dropped_confirms = 0
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
@@ -219,6 +224,7 @@ class Proxy:
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         # One thread moves both directions: an SSLSocket must not be read and written
         # from two threads at once.
+        frames = _FrameFilter(self)
         with selectors.DefaultSelector() as sel:
             sel.register(client, selectors.EVENT_READ, "up")
             while not self._cut.is_set():
@@ -242,7 +248,7 @@ class Proxy:
                         data = upstream.recv(65536)
                         if not data:
                             return
-                        client.sendall(data)
+                        client.sendall(frames.feed(data))
 
     def _forward_up(self, upstream: socket.socket, data: bytes) -> bool:
         with self._lock:
@@ -262,6 +268,13 @@ class Proxy:
     def release_replies(self) -> None:
         self._replies.set()
 
+    def withhold_confirms(self) -> None:
+        self._drop_confirms.set()
+
+    def reopen(self) -> None:
+        """After a cut, let new connections through again."""
+        self._cut.clear()
+
     def cut(self) -> None:
         """Drop every connection through the proxy now (new ones are still accepted)."""
         self._cut.set()
@@ -279,6 +292,37 @@ class Proxy:
         _shut(self._listener)  # shutdown() is what wakes a thread blocked in accept()
         for thread in self._threads:
             thread.join(timeout=10)
+
+
+class _FrameFilter:
+    """Cuts the broker's byte stream into AMQP frames, dropping confirms when asked."""
+
+    # basic.ack (class 60, method 80) and basic.nack (60, 120)
+    CONFIRMS = (struct.pack(">HH", 60, 80), struct.pack(">HH", 60, 120))
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.buffer = b""
+
+    def feed(self, data: bytes) -> bytes:
+        self.buffer += data
+        out = []
+        # A frame: type (1 byte), channel (2), payload size (4), payload, 0xCE.
+        while len(self.buffer) >= 7:
+            frame_type, _, size = struct.unpack(">BHI", self.buffer[:7])
+            end = 7 + size + 1
+            if len(self.buffer) < end:
+                break
+            frame, self.buffer = self.buffer[:end], self.buffer[end:]
+            if (
+                self.proxy._drop_confirms.is_set()
+                and frame_type == 1
+                and frame[7:11] in self.CONFIRMS
+            ):
+                self.proxy.dropped_confirms += 1
+                continue
+            out.append(frame)
+        return b"".join(out)
 
 
 def _shut(sock: socket.socket) -> None:

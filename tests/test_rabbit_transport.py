@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from pathlib import Path
 
@@ -625,7 +626,11 @@ def test_queue_arguments_are_typed(tmp_path) -> None:
             "x-single-active-consumer": "false",
         },
     )
-    assert transport.rabbit.queue_flags == {"durable": True, "exclusive": False, "auto_delete": False}
+    assert transport.rabbit.queue_flags == {
+        "durable": True,
+        "exclusive": False,
+        "auto_delete": False,
+    }
     assert transport.rabbit.queue_arguments == {
         "x-queue-type": "quorum",
         "x-max-length": 10000,
@@ -692,3 +697,272 @@ def test_a_lost_connection_is_one_line_in_the_cron_mail(
         root.setLevel(saved[0])
         pika_logger.setLevel(saved[1])
     assert capsys.readouterr().err == ""  # the error itself is the CLI's one line
+
+
+# -- bounded waits (issue 11.1, 11.2) -----------------------------------------------------
+
+
+def test_broker_that_never_confirms_ends_on_confirm_timeout(broker, queue_name, tmp_path) -> None:
+    messages = make_messages(6)
+    with Proxy() as proxy:
+        # A short heartbeat, kept alive by the proxy: only the missing confirms can end it.
+        transport = make_transport(
+            tmp_path,
+            broker_config(broker, queue_name, port=proxy.port, heartbeat=1, confirm_timeout=3),
+        )
+        with transport:
+            for message in messages[:3]:
+                transport.publish(message)
+            transport.flush()
+            proxy.withhold_confirms()
+            for message in messages[3:]:
+                transport.publish(message)
+            started = time.monotonic()
+            with pytest.raises(TransportUnavailable, match=r"no confirm .* for 3s") as info:
+                transport.flush()
+            waited = time.monotonic() - started
+    assert 2.5 < waited < 8
+    assert "3 message(s) unconfirmed" in str(info.value)
+    assert proxy.dropped_confirms >= 1
+    assert ids(transport.confirmed) == ids(messages[:3])  # confirmed progress kept
+    # The broker did take them: the next run's resend is the duplicate message_id allows for.
+    assert len(broker.fetch(queue_name)) == 6
+
+
+def test_poll_keeps_an_idle_connection_alive(broker, queue_name, tmp_path, caplog) -> None:
+    # RabbitMQ drops a connection that sends nothing for two heartbeats (2 s here): the
+    # sender reading a long log below the threshold calls poll() instead of publishing.
+    caplog.set_level(logging.INFO)
+    transport = make_transport(tmp_path, broker_config(broker, queue_name, heartbeat=1))
+    with transport:
+        until = time.monotonic() + 4
+        while time.monotonic() < until:
+            transport.poll()
+            time.sleep(0.2)
+        transport.publish(make_messages(1)[0])
+        transport.flush()
+    assert len(transport.confirmed) == 1
+    assert len(broker.fetch(queue_name)) == 1
+    assert "connecting again" not in caplog.text  # the first connection lived throughout
+
+
+def test_without_poll_an_idle_connection_is_lost(broker, queue_name, tmp_path, caplog) -> None:
+    # The control for the test above: the same idle time without poll() loses the
+    # connection, so poll() is what kept it. The transport then connects again.
+    caplog.set_level(logging.INFO)
+    transport = make_transport(tmp_path, broker_config(broker, queue_name, heartbeat=1))
+    with transport:
+        time.sleep(4)
+        transport.publish(make_messages(1)[0])
+        transport.flush()
+    assert "connecting again" in caplog.text
+    assert len(transport.confirmed) == 1
+
+
+# -- failover within a run (issue 11.3) ----------------------------------------------------
+
+
+def test_connection_lost_mid_run_fails_over_to_the_next_node(
+    broker, queue_name, tmp_path, caplog
+) -> None:
+    caplog.set_level(logging.INFO)
+    messages = make_messages(200, pad=200)  # about 2.5 kB each
+    # Two nodes of a "cluster": two proxies in front of the same broker; the first is cut
+    # mid-stream and stays down (it closes every later connection at once).
+    with Proxy(cut_after=150_000) as first, Proxy() as second:
+        hosts = f"127.0.0.1:{first.port}, 127.0.0.1:{second.port}"
+        transport = make_transport(
+            tmp_path, broker_config(broker, queue_name, host=hosts, window=8)
+        )
+        with transport:
+            for message in messages:
+                transport.publish(message)
+            transport.flush()
+        assert second.forwarded > 0
+    assert ids(transport.confirmed) == ids(messages)  # each exactly once, in order
+    arrived = [props.message_id for props, _ in broker.fetch(queue_name)]
+    assert set(arrived) == set(ids(messages))
+    # Only what was in flight at the cut went twice, with the same id.
+    assert len(arrived) - len(messages) <= 8
+    assert f"127.0.0.1:{first.port}" in caplog.text and "connecting again" in caplog.text
+    assert f"through rabbit 127.0.0.1:{second.port}" in caplog.text
+
+
+def test_reconnections_are_bounded_per_run(broker, queue_name, tmp_path) -> None:
+    # A node that accepts connections and drops each one mid-stream: the run gives up
+    # after 1 + connect_retries reconnections instead of looping.
+    messages = make_messages(60, pad=2000)
+    with Proxy() as proxy:
+        transport = make_transport(
+            tmp_path, broker_config(broker, queue_name, port=proxy.port, connect_retries=1)
+        )
+        with pytest.raises(TransportUnavailable, match=r"again \(2 reconnection\(s\)") as info:
+            with transport:
+                for i, message in enumerate(messages):
+                    if i % 20 == 19:
+                        proxy.cut()
+                        proxy.reopen()
+                    transport.publish(message)
+                transport.flush()
+    assert "connect_retries" in str(info.value)
+    confirmed = ids(transport.confirmed)
+    assert confirmed == ids(messages)[: len(confirmed)]
+
+
+# -- nacks: a moment's refusal or a full queue (issue 11.4) --------------------------------
+
+
+def test_nacks_that_pass_are_retried_and_the_run_goes_on(
+    broker, queue_name, tmp_path, caplog
+) -> None:
+    # A real refusal that passes: the queue is full (x-max-length 2, reject-publish) and a
+    # consumer empties it while the transport waits to publish the nacked ones again.
+    import threading
+
+    caplog.set_level(logging.INFO)
+    messages = make_messages(5)
+    transport = make_transport(
+        tmp_path,
+        broker_config(broker, queue_name, window=8, retry_delay=0.5, nack_retries=4),
+        {"x-max-length": 2, "x-overflow": "reject-publish"},
+    )
+    drained: list[str] = []
+    stop = threading.Event()
+
+    def consumer() -> None:
+        time.sleep(0.3)  # after the first nacks
+        while not stop.is_set() and len(drained) < len(messages):
+            drained.extend(props.message_id for props, _ in broker.fetch(queue_name))
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=consumer)
+    with transport:
+        thread.start()
+        try:
+            for message in messages:
+                transport.publish(message)
+            transport.flush()
+        finally:
+            stop.set()
+            thread.join()
+    drained.extend(props.message_id for props, _ in broker.fetch(queue_name))
+    assert "nacked; publishing it again in 0.5s (retry 1 of 4)" in caplog.text
+    assert sorted(ids(transport.confirmed)) == sorted(ids(messages))
+    assert sorted(drained) == sorted(ids(messages))  # each arrived exactly once
+
+
+def test_nack_that_persists_without_a_length_limit_we_know_of_is_temporary(
+    broker, queue_name, tmp_path
+) -> None:
+    # passive: the archive owns the queue, so its arguments are unknown here.
+    broker.declare(queue_name, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    messages = make_messages(3)
+    transport = make_transport(
+        tmp_path, broker_config(broker, queue_name, nack_retries=2), {"passive": "true"}
+    )
+    with transport:
+        with pytest.raises(TransportUnavailable, match="refused .nacked. message") as info:
+            for message in messages:
+                transport.publish(message)
+            transport.flush()
+    assert "3 times" in str(info.value) and "x-overflow = reject-publish" in str(info.value)
+    assert ids(transport.confirmed) == ids(messages[:1])
+
+
+def cli_config(tmp_path: Path, rabbit: dict[str, object], queue_options: dict | None = None):
+    return write_config(tmp_path, rabbit, queue_options)
+
+
+def run_cli(cfg: Path, root: Path, *extra: str) -> int:
+    from tstat_transport.cli import send_main
+
+    return send_main(["-c", str(cfg), "-T", "0", "-S", "s1", "-d", str(root), *extra])
+
+
+def processed(root: Path) -> list[str]:
+    return sorted(p.parent.name for p in root.glob("*/.processed"))
+
+
+def test_cli_full_queue_is_exit_1_with_the_hint(
+    broker, queue_name, tstat_root, tmp_path, capsys
+) -> None:
+    root = tstat_root("full")
+    cfg = cli_config(
+        tmp_path,
+        broker_config(broker, queue_name, window=4),
+        {"x-max-length": 3, "x-overflow": "reject-publish"},
+    )
+    assert run_cli(cfg, root) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "nacked" in err[0] and "the queue is full" in err[0] and "x-max-length" in err[0]
+    assert "4 times" in err[0]  # 1 + nack_retries (default 3)
+    assert processed(root) == []
+    assert len(broker.fetch(queue_name)) == 3
+
+
+def test_cli_broker_that_never_confirms_is_exit_75_and_keeps_progress(
+    broker, queue_name, tstat_root, tmp_path, capsys
+) -> None:
+    root = tstat_root("full")
+    with Proxy() as proxy:
+        cfg = cli_config(
+            tmp_path,
+            broker_config(broker, queue_name, port=proxy.port, heartbeat=1, confirm_timeout=2),
+        )
+        proxy.withhold_confirms()
+        assert run_cli(cfg, root) == 75
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no confirm from the broker for 2s" in err[0], err
+    assert processed(root) == []
+
+
+def test_cli_failover_mid_run_delivers_everything_in_one_run(
+    broker, queue_name, tstat_root, tmp_path, capsys
+) -> None:
+    root = tstat_root("full")
+    send_expected = run_cli_stdout(root, capsys)
+    with Proxy(cut_after=60_000) as first, Proxy() as second:
+        hosts = f"127.0.0.1:{first.port}, 127.0.0.1:{second.port}"
+        cfg = cli_config(tmp_path, broker_config(broker, queue_name, host=hosts, window=4))
+        assert run_cli(cfg, root) == 0
+    assert capsys.readouterr().err == ""  # a failover that worked is not worth a mail
+    assert len(processed(root)) == 3  # the three complete directories
+    arrived = broker.fetch(queue_name)
+    got = [json.dumps(o, sort_keys=True) for _, body in arrived for o in json.loads(body)]
+    want = [json.dumps(o, sort_keys=True) for o in send_expected]
+    assert set(got) == set(want)
+    assert len(got) - len(want) <= 4 * 100  # at most the window went twice
+    bodies: dict[str, bytes] = {}
+    for props, body in arrived:  # a message sent twice is the same message
+        assert bodies.setdefault(props.message_id, body) == body
+
+
+def run_cli_stdout(root: Path, capsys) -> list[dict]:
+    from tstat_transport.cli import send_main
+
+    send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)])
+    return [o for line in capsys.readouterr().out.splitlines() for o in json.loads(line)]
+
+
+def test_cli_broker_unreachable_is_one_line_without_v(tmp_path, tstat_root, capsys) -> None:
+    root = tstat_root("full")
+    port = free_port()
+    cfg = cli_config(
+        tmp_path, {"host": "127.0.0.1", "port": port, "queue": "q", "connect_retries": 2}
+    )
+    assert run_cli(cfg, root) == 75
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 round(s)" in err[0] and f"127.0.0.1:{port}" in err[0]
+    assert run_cli(cfg, root, "-v") == 75
+    assert len([line for line in capsys.readouterr().err.splitlines() if "retry" in line]) == 2
+
+
+def test_cli_host_that_does_not_exist_is_exit_2(tmp_path, tstat_root, capsys) -> None:
+    root = tstat_root("full")
+    cfg = cli_config(tmp_path, {"host": "rmq-typo.invalid", "queue": "q", "connect_retries": 2})
+    assert run_cli(cfg, root) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such host name 'rmq-typo.invalid'" in err[0], err
+    assert "fix [rabbit] host" in err[0]
+    assert processed(root) == []

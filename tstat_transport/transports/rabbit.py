@@ -35,12 +35,15 @@ import itertools
 import logging
 import socket
 import ssl
+import struct
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, NoReturn
 
 import pika
 import pika.exceptions
+import pika.frame
+import pika.spec
 from pika.adapters.select_connection import IOLoop, SelectConnection
 from pika.adapters.utils import connection_workflow
 
@@ -131,6 +134,7 @@ class RabbitTransport(Transport):
         # go out together every window / 8 (at most 8) messages, well inside the window.
         self._pump_every = max(1, min(8, self.window // 8))
         self._unpumped = 0
+        self._publish_frame: bytes | None = None  # basic.publish, marshalled for the channel
 
     # -- what the operator sees ----------------------------------------------------
 
@@ -268,6 +272,7 @@ class RabbitTransport(Transport):
         self._conn.channel(on_open_callback=opened.append)
         self._wait(lambda: bool(opened), settings.timeout)
         channel = self._channel = opened[0]
+        self._publish_frame = None
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         report = []
@@ -346,8 +351,9 @@ class RabbitTransport(Transport):
                 if left <= 0:
                     return False
                 if timer is None:
-                    # Wakes poll() up at the deadline at the latest; armed once, not per poll.
-                    timer = loop.call_later(left, lambda: fired.append(True))
+                    # Wakes poll() up at the deadline at the latest; armed once, not per
+                    # poll. Capped, as the deadline may be infinite (broker blocking us).
+                    timer = loop.call_later(min(left, 5.0), lambda: fired.append(True))
                 loop.poll()
                 loop.process_timeouts()
                 if fired:
@@ -430,15 +436,37 @@ class RabbitTransport(Transport):
             self._record(self._lost("no open channel"))
             return
         try:
-            self._channel.basic_publish(
-                self.rabbit.exchange,
-                self.rabbit.routing_key,
-                message.body,
-                self._message_properties(message),
-                mandatory=True,
-            )
+            if not (self._channel.is_open and self._conn is not None and self._conn.is_open):
+                raise pika.exceptions.ChannelWrongStateError("channel or connection is closed")
+            self._write_publish(message)
         except pika.exceptions.AMQPError as exc:
             self._record(self._lost(f"lost while publishing: {exc!r}"), exc)
+
+    def _write_publish(self, message: Message) -> None:
+        """Frame one basic.publish and hand it to the connection as a single write.
+
+        What Channel.basic_publish does, cheaper: the method frame is the same for every
+        message and built once per channel, and the three frames go out as one buffer
+        (one socket send instead of three): 55 instead of 77 us of CPU per 80 kB message
+        here. It uses pika internals, hence the version bound in pyproject.toml.
+        """
+        conn, number, body = self._conn, self._channel.channel_number, message.body
+        if self._publish_frame is None:
+            self._publish_frame = pika.frame.Method(
+                number,
+                pika.spec.Basic.Publish(
+                    exchange=self.rabbit.exchange,
+                    routing_key=self.rabbit.routing_key,
+                    mandatory=True,
+                ),
+            ).marshal()
+        header = pika.frame.Header(number, len(body), self._message_properties(message))
+        pieces = [self._publish_frame, header.marshal()]
+        step = conn._body_max_length
+        for start in range(0, len(body), step):
+            chunk = body[start : start + step]
+            pieces += [_BODY_FRAME.pack(3, number, len(chunk)), chunk, _FRAME_END]
+        conn._output_marshaled_frames([b"".join(pieces)])
 
     def _message_properties(self, message: Message) -> Any:
         return pika.BasicProperties(
@@ -749,6 +777,10 @@ class RabbitTransport(Transport):
 
 def _nothing() -> None:
     pass
+
+
+_BODY_FRAME = struct.Struct(">BHI")  # frame type 3 (body), channel, payload size
+_FRAME_END = bytes([pika.spec.FRAME_END])
 
 
 _RESENT = "; unconfirmed messages are sent again by the next run"

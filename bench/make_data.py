@@ -1,4 +1,4 @@
-"""Build a synthetic Tstat hierarchy for the benchmark from the real rows in shared/data/tstat/full.
+"""Build a synthetic Tstat hierarchy for the benchmark from the real rows in tests/data/full.
 
 Every generated row is a real `log_tcp_complete` or `log_udp_complete` row with its addresses,
 ports and times replaced, so rows are distinct (as they are on a sensor) while every other column
@@ -8,14 +8,19 @@ of two hierarchies built with the same seed are identical whatever their total s
 
     python bench/make_data.py --rows 500000 --dirs 12 --big-mb 1024 --out bench/work/data
 
-writes OUT/main/<dirs>.out/ and OUT/big/<one>.out/ (the memory check; --big-mb 0 skips it),
-plus OUT/manifest.json. An existing manifest with the same parameters means nothing is redone.
+writes OUT/main/<dirs>.out/, OUT/big/<one>.out/ (the memory check; --big-mb 0 skips it),
+OUT/corrupt/<one>.out/ (the memory check's corrupt row: real rows and, among them, one real row
+with --corrupt-mb MiB of NUL bytes before it, as a crash can leave; 0 skips it), plus
+OUT/manifest.json. Every file's modification time is the end of its directory's 5 minutes, long
+past, as on a sensor where Tstat has moved on. An existing manifest with the same parameters
+means nothing is redone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sys
@@ -23,13 +28,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SOURCE = HERE.parent.parent / "shared" / "data" / "tstat" / "full"
+# The real Tstat output kept in the repository (the tests read it too), so the benchmark
+# runs in a fresh clone; TSTAT_DATA points elsewhere, as it does for the tests.
+DATA = Path(os.environ.get("TSTAT_DATA", HERE.parent / "tests" / "data"))
+DEFAULT_SOURCE = DATA / "full"
 DEFAULT_OUT = HERE / "work" / "data"
 LOGS = ("log_tcp_complete", "log_udp_complete")
 # Directory names follow Tstat's: local time of the rotation, one directory per 5 minutes here.
 FIRST_DIR_TIME = 1795547929  # 2026-11-24 19:18:49 UTC, the first packet of the real capture
 DIR_SECONDS = 300
-FORMAT_VERSION = 1  # bump when the generated content changes, so cached data is rebuilt
+CORRUPT_ROWS = 10_000  # good rows around the corrupt one: enough for a few messages
+FORMAT_VERSION = 2  # bump when the generated content changes, so cached data is rebuilt
 
 
 class Source:
@@ -107,9 +116,13 @@ def write_dir(
     start: int,
     rows: int | None = None,
     min_bytes: int | None = None,
+    junk_bytes: int = 0,
 ) -> dict[str, int]:
     """Write one Tstat directory: `rows` data rows, or as many as make `min_bytes` of log.
 
+    With `junk_bytes`, one more line, halfway through log_tcp_complete: that many NUL bytes
+    followed by a real row. It is not counted in the rows (a reader must skip it as bad); its
+    line number in log_tcp_complete is returned as `junk_line`.
     Returns rows and bytes written per log file.
     """
     tcp, udp = sources["log_tcp_complete"], sources["log_udp_complete"]
@@ -118,14 +131,21 @@ def write_dir(
     files = {log: open(path / log, "w", encoding="utf-8", newline="\n") for log in LOGS}
     counts = {log: 0 for log in LOGS}
     size = 0
+    extra: dict[str, int] = {}
     try:
         for log, f in files.items():
             f.write(sources[log].header + "\n")
             size += len(sources[log].header) + 1
         step_ms = DIR_SECONDS * 1000 / (rows or 1_000_000)
         n = 0
+        junk_at = (rows or 0) // 2 if junk_bytes else -1
         while (rows is not None and n < rows) or (min_bytes is not None and size < min_bytes):
             first_ms = start * 1000 + n * step_ms + rng.random()
+            if n == junk_at:
+                junk = "\0" * junk_bytes + _row(tcp, rng, first_ms, ("first", "last"))
+                files["log_tcp_complete"].write(junk)
+                size += len(junk)
+                extra["junk_line"] = 2 + counts["log_tcp_complete"]  # after the header
             if rng.random() < tcp_share:
                 log, line = "log_tcp_complete", _row(tcp, rng, first_ms, ("first", "last"))
             else:
@@ -140,7 +160,11 @@ def write_dir(
     finally:
         for f in files.values():
             f.close()
-    return {f"{log}_rows": counts[log] for log in LOGS} | {"bytes": size, "rows": n}
+    # Old enough that no rule about a directory still being written can hold it back.
+    done = start + DIR_SECONDS
+    for p in [*(path / log for log in LOGS), path]:
+        os.utime(p, (done, done))
+    return {f"{log}_rows": counts[log] for log in LOGS} | {"bytes": size, "rows": n} | extra
 
 
 def build(
@@ -151,12 +175,14 @@ def build(
     seed: int = 1,
     source: Path = DEFAULT_SOURCE,
     quiet: bool = False,
+    corrupt_mb: int = 0,
 ) -> dict:
     """Build (or reuse) the hierarchy under `out`; return the manifest."""
     params = {
         "rows": rows,
         "dirs": dirs,
         "big_mb": big_mb,
+        "corrupt_mb": corrupt_mb,
         "seed": seed,
         "source": str(source),
         "format": FORMAT_VERSION,
@@ -164,16 +190,16 @@ def build(
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
         try:
-            manifest = json.loads(manifest_path.read_text())
+            cached = json.loads(manifest_path.read_text())
         except ValueError:
-            manifest = {}
-        if manifest.get("params") == params:
-            return manifest
+            cached = {}
+        if cached.get("params") == params:
+            return cached
     if out.exists():
         shutil.rmtree(out)
     t0 = time.monotonic()
     sources = load_sources(source)
-    manifest: dict = {"params": params, "main": {}, "big": {}}
+    manifest: dict = {"params": params, "main": {}, "big": {}, "corrupt": {}}
     base, extra = divmod(rows, dirs)
     for i in range(dirs):
         start = FIRST_DIR_TIME + i * DIR_SECONDS
@@ -188,6 +214,14 @@ def build(
         manifest["big"][name] = write_dir(
             out / "big" / name, sources, rng, start, min_bytes=big_mb * 1024 * 1024
         )
+    if corrupt_mb > 0:
+        start = FIRST_DIR_TIME - 2 * 86_400
+        name = dir_name(start)
+        rng = random.Random(f"{seed}:corrupt")
+        junk = corrupt_mb * 1024 * 1024
+        manifest["corrupt"][name] = write_dir(
+            out / "corrupt" / name, sources, rng, start, rows=CORRUPT_ROWS, junk_bytes=junk
+        ) | {"bad_rows": 1, "junk_bytes": junk}
     manifest["seconds"] = round(time.monotonic() - t0, 1)
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     if not quiet:
@@ -211,11 +245,17 @@ def main(argv: list[str] | None = None) -> int:
         default=1024,
         help="MiB of log in the separate memory-check directory (0: none)",
     )
+    p.add_argument(
+        "--corrupt-mb",
+        type=int,
+        default=25,
+        help="MiB of NUL bytes in the corrupt row of the corrupt directory (0: none)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="real Tstat root to copy")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
-    build(a.out, a.rows, a.dirs, a.big_mb, a.seed, a.source)
+    build(a.out, a.rows, a.dirs, a.big_mb, a.seed, a.source, corrupt_mb=a.corrupt_mb)
     return 0
 
 

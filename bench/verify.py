@@ -13,9 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import floor  # noqa: E402
+from make_data import DATA  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("TSTAT_DATA", HERE.parent.parent / "shared" / "data" / "tstat"))
 EXPECTED = DATA / "expected-original" / "full"
 
 # Where this project's contract departs from what 0.6.5 printed, by protocol.
@@ -29,7 +28,8 @@ def parse_messages(data: bytes | str) -> list[list[dict]]:
     """Every JSON array in a stream of messages, whatever the layout (one per line or indented)."""
     text = data.decode() if isinstance(data, bytes) else data
     decoder = json.JSONDecoder()
-    out, i, n = [], 0, len(text)
+    out: list[list[dict]] = []
+    i, n = 0, len(text)
     while True:
         while i < n and text[i].isspace():
             i += 1

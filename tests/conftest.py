@@ -1,4 +1,4 @@
-"""Shared fixtures: the real Tstat data in ../shared/data/tstat, copied per test."""
+"""Shared fixtures: the real Tstat data in tests/data (see its README), copied per test."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 from broker import broker, broker_user, other_ca, queue_name, test_ca  # noqa: F401 (fixtures)
 
-DATA = Path(os.environ.get("TSTAT_DATA", Path(__file__).resolve().parents[2] / "shared/data/tstat"))
+# The data ships with the repository so that a fresh clone tests with nothing beside it;
+# $TSTAT_DATA points the suite at another copy of the same layout.
+DATA = Path(os.environ.get("TSTAT_DATA", Path(__file__).resolve().parent / "data"))
 VARIANTS = ("full", "core", "advanced", "inprogress")
 
 
 def copy_variant(variant: str, dest: Path) -> Path:
-    """A writable copy of one variant's Tstat root (the shared data is read-only)."""
+    """A writable copy of one variant's Tstat root (tests/data is read-only by contract)."""
     root = dest / variant
     shutil.copytree(DATA / variant, root)
     for path in [root, *root.rglob("*")]:
@@ -29,14 +31,14 @@ def _listing(root: Path) -> list[tuple[str, int, int]]:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The shared real data, read-only by contract (tests run as root, so the file
-    modes do not enforce it): the session fails if anything in it changed."""
+    """The real data, read-only by contract (tests run as root, so file modes would not
+    enforce it anyway): the session fails if anything in it changed."""
     if not DATA.is_dir():
         pytest.fail(f"real Tstat data not found at {DATA} (set TSTAT_DATA)")
     before = _listing(DATA)
     yield DATA
     after = _listing(DATA)
-    assert after == before, f"a test modified the shared data in {DATA}"
+    assert after == before, f"a test modified the test data in {DATA}"
 
 
 @pytest.fixture

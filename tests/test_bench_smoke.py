@@ -8,34 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
 import make_data  # noqa: E402
-import run  # noqa: E402
+import report  # noqa: E402
+import runner  # noqa: E402
 import verify  # noqa: E402
-
-
-def broker_reachable() -> bool:
-    try:
-        run.Broker("127.0.0.1", 5672, "guest", "guest", "/").version()
-        return True
-    except Exception:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no RabbitMQ at 127.0.0.1:5672 under CI (start it: rabbitmq-server)")
-        return False
 
 
 def table_rows(text: str, section: str, key_cells: int = 2) -> dict[str, list[str]]:
     """The rows of the markdown table under `## section`, keyed by their first cells."""
     part = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in part.splitlines() if line.startswith("|")]
     rows = {}
-    for line in part.splitlines():
+    for line in lines[2:]:  # after the head and its |---| line
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) > 2 and not set(cells[0]) <= {"-"}:
-            rows[" ".join(cells[:key_cells])] = cells
+        rows[" ".join(cells[:key_cells])] = cells
     return rows
 
 
@@ -66,60 +55,110 @@ def test_make_data_is_deterministic_and_rows_are_distinct(tmp_path):
     assert len(keys) == 600
 
 
-def test_bench_runs_at_tiny_size(tmp_path, data_dir):
+def run_bench(tmp_path: Path, *options: str) -> str:
+    """bench/run.py at a tiny size in a fresh work dir (no original's venv): RESULTS.md."""
     results = tmp_path / "RESULTS.md"
     cmd = [
         sys.executable,
         str(BENCH / "run.py"),
-        "--rows",
-        "2000",
-        "--dirs",
-        "2",
-        "--big-mb",
-        "1",
-        "--reps",
-        "1",
+        *("--rows", "2000", "--dirs", "2", "--big-mb", "1", "--corrupt-mb", "1", "--reps", "1"),
         "--no-setup-original",
-        "--work",
-        str(tmp_path / "work"),
-        "--results",
-        str(results),
+        *("--work", str(tmp_path / "work"), "--results", str(results)),
+        *options,
     ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    text = results.read_text()
-    runs = table_rows(text, "Runs")
-    product, _ = run.product_command(os.environ.get("TSTAT_BENCH_PRODUCT"))
-    broker = broker_reachable()
+    return results.read_text()
 
-    expected = ["-N floor.py (stdlib json)"]
-    if product:
-        expected.append("-N product -N")
-    if broker:
-        expected.append("e2e publish floor (window 256)")
-    if broker and product:
-        expected.append("e2e product -> RabbitMQ")
-    for key in expected:
+
+def same_objects_lines(text: str) -> list[str]:
+    part = text.split("## Same objects?", 1)[1].split("\n## ", 1)[0]
+    return [line for line in part.splitlines() if line.startswith("- ")]
+
+
+def test_bench_runs_at_tiny_size(tmp_path, data_dir, broker):
+    product, why = runner.product_command(os.environ.get("TSTAT_BENCH_PRODUCT"))
+    assert product, why
+    text = run_bench(tmp_path)
+
+    runs = table_rows(text, "Runs")
+    for key in [
+        "-N product -N",
+        "-N floor.py (stdlib json)",
+        "e2e product -> RabbitMQ",
+        "e2e publish floor (window 256)",
+    ]:
         assert key in runs, (key, list(runs))
         assert runs[key][4] == "1/1", runs[key]  # the run exited 0 and lost nothing
     assert not any(k.startswith("original") for k in runs)  # no venv in a fresh work dir
+    assert runs["e2e product -> RabbitMQ"][-1].endswith("persistent")  # what arrived, counted
 
     ratios = table_rows(text, "Ratios", key_cells=1)
-    assert set(ratios) >= {
-        "product -N / original -N",
+    for label in [
         "product -N / floor -N",
         "product e2e / product -N",
-        "product e2e / original e2e",
+        "product e2e / product -N, CPU",
         "product e2e / publish floor",
+    ]:
+        assert float(ratios[label][2]) > 0, ratios[label]
+    assert ratios["product e2e / product -N, CPU"][1:2] == ["CPU"]
+    assert ratios["product e2e / original e2e"][2:] == ["n/a", "n/a", ">= 10", "-"]
+
+    memory = table_rows(text, "Memory check", key_cells=1)
+    assert set(memory) == {
+        "product -N",
+        "product -> RabbitMQ",
+        "product -N (corrupt row)",
+        "product -> RabbitMQ (corrupt row)",
     }
-    if product:
-        assert ratios["product -N / floor -N"][1] != "n/a"
-        memory = table_rows(text, "Memory check", key_cells=1)
-        assert "product -N" in memory
-    assert "same objects" in text.split("## Same objects?", 1)[1]
-    assert "| RabbitMQ |" in text and "| Python |" in text
-    if broker:
-        publish = json.loads(
-            next((tmp_path / "work" / "logs").glob("run-*/publish-floor-*.out")).read_text()
-        )
-        assert publish["acked_flows"] == publish["flows"] == 4000
+    assert memory["product -N"][6] == "yes", memory["product -N"]  # 1 MiB: far below 50 MB
+    # Whatever the product does with it, the harness looked for the bad row in its stderr.
+    assert "log_tcp_complete:" in memory["product -N (corrupt row)"][-1]
+
+    same = same_objects_lines(text)
+    assert len(same) == 6, same  # 4 directories of full/, product -N and into RabbitMQ
+    assert all("same objects" in line for line in same), same
+    assert "| RabbitMQ | RabbitMQ " in text and "| Python |" in text
+    publish = json.loads(
+        next((tmp_path / "work" / "logs").glob("run-*/publish-floor-*.out")).read_text()
+    )
+    assert publish["acked_flows"] == publish["flows"] == 4000
+
+
+def test_bench_without_a_broker_runs_the_rest_and_says_so(tmp_path, data_dir):
+    text = run_bench(tmp_path, "--no-broker", "--corrupt-mb", "0")
+    runs = table_rows(text, "Runs")
+    assert set(runs) == {"-N product -N", "-N floor.py (stdlib json)"}
+    assert all(r[4] == "1/1" for r in runs.values()), runs
+    assert set(table_rows(text, "Memory check", key_cells=1)) == {"product -N"}
+    skipped = text.split("## Skipped", 1)[1].split("\n## ", 1)[0]
+    assert "- RabbitMQ runs: --no-broker" in skipped
+    assert "- memory check of a corrupt row: --corrupt-mb 0" in skipped
+    assert ratios_row(text, "product e2e / product -N, CPU")[2] == "n/a"
+    assert len(same_objects_lines(text)) == 5  # no broker: the RabbitMQ comparison is not made
+
+
+def ratios_row(text: str, label: str) -> list[str]:
+    return table_rows(text, "Ratios", key_cells=1)[label]
+
+
+def test_ratios_compare_rows_per_second_upwards_and_cpu_downwards():
+    def variant(key: str, wall: float, cpu: float) -> runner.Variant:
+        v = runner.Variant(key, key, "-N", [], {}, Path("."), 1_000_000, "")
+        v.runs.append(runner.Run(wall=wall, cpu=cpu, maxrss_kb=0, returncode=0, timed_out=False))
+        return v
+
+    def table(e2e_wall: float, e2e_cpu: float) -> dict[str, list[str]]:
+        by_key = {"product-N": variant("product-N", 10.0, 40.0)}
+        by_key["product-e2e"] = variant("product-e2e", e2e_wall, e2e_cpu)
+        return {r[0]: r for r in report.ratio_rows(by_key)}
+
+    # 12.5 s and 46 s against 10 s and 40 s: 0.8x the rows/s, 1.15x the CPU: both targets met.
+    met = table(12.5, 46.0)
+    assert met["product e2e / product -N"][1:] == ["rows/s", "0.80", "0.80", ">= 0.8", "yes"]
+    assert met["product e2e / product -N, CPU"][1:] == ["CPU", "1.15", "1.15", "<= 1.15", "yes"]
+    missed = table(14.0, 48.0)
+    assert missed["product e2e / product -N"][2:] == ["0.71", "0.71", ">= 0.8", "NO"]
+    assert missed["product e2e / product -N, CPU"][2:] == ["1.20", "1.20", "<= 1.15", "NO"]
+    # Without the runs a ratio needs, it says so instead of judging.
+    assert met["product -N / original -N"][2:] == ["n/a", "n/a", ">= 10", "-"]

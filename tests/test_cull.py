@@ -1,4 +1,4 @@
-"""tstat_cull on copies of the real Tstat output in ../shared/data/tstat/full.
+"""tstat_cull on copies of the real Tstat output in tests/data/full.
 
 Markers get chosen ages with os.utime, far (>= 0.5 h) from every TTL boundary, so
 no assertion depends on how long a test takes.
@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tstat_transport.cull import CullReport, build_parser, cull_main, remove_expired, scan
+from tstat_transport.cli import build_cull_parser as build_parser
+from tstat_transport.cli import cull_main
+from tstat_transport.cull import CullReport, remove_expired, scan
 from tstat_transport.state import LOCK_NAME, PROCESSED_NAME, run_lock
 
 REPO = Path(__file__).resolve().parents[1]

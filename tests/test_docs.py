@@ -26,7 +26,7 @@ def test_every_tstat_send_option_is_in_the_readme():
 
 
 def test_every_tstat_cull_option_is_in_the_readme():
-    from tstat_transport.cull import build_parser
+    from tstat_transport.cli import build_cull_parser as build_parser
 
     readme = (REPO / "README.md").read_text()
     missing = {o for o in long_options(build_parser()) if f"`{o}" not in readme}
@@ -66,3 +66,15 @@ def test_readme_starts_with_the_two_fresh_machine_commands():
     assert commands[0].endswith("tstat_send -N -T 0 --include-newest -d examples/tstat")
     assert commands[1] == "bash .ci/run"
     assert "python -m pytest" in (REPO / ".ci/run").read_text()
+
+
+def test_readme_exit_codes_are_those_of_the_help():
+    from tstat_transport.cli import CULL_EXIT_CODES_HELP, EXIT_CODES_HELP
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| (\d+) \|", table, re.MULTILINE)
+    in_help = re.findall(r"^  (\d+) ", EXIT_CODES_HELP, re.MULTILINE)
+    assert sorted(documented, key=int) == sorted(in_help, key=int)
+    cull_codes = re.findall(r"^  (\d+) ", CULL_EXIT_CODES_HELP, re.MULTILINE)
+    assert f"({', '.join(sorted(cull_codes, key=int))})" in readme  # "Its exit codes are ..."

@@ -682,7 +682,7 @@ def test_config_sections_cover_every_key_read(tmp_path, caplog) -> None:
     )
     config = ConfigFile(path)
     RabbitTransport(Settings(directory=tmp_path), config)
-    assert config.warn_unknown(RabbitTransport.config_sections) == []
+    assert config.check_unknown(RabbitTransport.config_sections) == []
 
 
 def test_every_config_key_is_documented() -> None:

@@ -44,7 +44,7 @@ def send_n(capsys, *args: str) -> tuple[int, list[dict], str]:
     [("full", 1998), ("core", 1998), ("advanced", 1998), ("inprogress", 728)],
 )
 def test_no_transport_prints_every_variant(capsys, data_dir, variant, objects):
-    # Straight on the read-only shared data: -N must not write anything.
+    # Straight on the repository's data (read-only by contract): -N must not write anything.
     before = snapshot(data_dir / variant)
     code, objs, err = send_n(capsys, "--include-newest", "-d", str(data_dir / variant))
     assert code == 0, err

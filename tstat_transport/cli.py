@@ -4,32 +4,54 @@ become exit codes. Everything else lives in the library modules."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import logging
+import math
+import os
+import pwd
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, NoReturn, Sequence
 
 from . import __version__
 from .config import ConfigFile, Settings
+from .cull import DEFAULT_TTL_HOURS, Candidate, CullReport, cull, describe
 from .errors import (
+    EXIT_BROKEN_PIPE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TEMPFAIL,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     AlreadyRunning,
     ConfigError,
+    OutputClosed,
+    Terminated,
     TstatError,
 )
-from .logsetup import setup_logging
+from .logsetup import hide_secrets, setup_logging
 from .metrics import write_metrics
 from .progress import Progress
 from .sender import RunStats, Sender, default_sensor
 from .state import run_lock
-from .transports import available, get_transport
+from .transports import BUILTIN, available, get_transport
 
 log = logging.getLogger("tstat_transport")
+
+# Where a config is looked for when -c is not given: cron starts a job in the user's
+# home, where ./config.ini is rarely what was meant.
+SYSTEM_CONFIG = Path("/etc/tstat_transport/config.ini")
+
+# Ended by a signal or by a closed pipe: the same for both commands.
+_SIGNAL_CODES = f"""\
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C): what was confirmed is kept, the next run carries on
+  {EXIT_TERMINATED}  terminated (SIGTERM: systemctl stop, kill): the same
+  {EXIT_BROKEN_PIPE}  the reader of standard output went away (`| head`)
+"""
 
 EXIT_CODES_HELP = f"""\
 exit codes:
@@ -38,14 +60,153 @@ exit codes:
   {EXIT_USAGE}   usage or configuration error; nothing was sent
   {EXIT_TEMPFAIL}  temporary: the receiver is unreachable, or another run holds the lock;
        the next run carries on where this one stopped
-"""
+{_SIGNAL_CODES}"""
+
+CULL_EXIT_CODES_HELP = f"""\
+exit codes:
+  {EXIT_OK}   everything planned was removed, or nothing was due
+  {EXIT_FAILED}   something could not be removed (see the error lines)
+  {EXIT_USAGE}   usage error; nothing was touched
+  {EXIT_TEMPFAIL}  tstat_send or another cull holds the lock; nothing removed
+{_SIGNAL_CODES}"""
+
+
+class _UsageError(Exception):
+    """A command-line mistake, shown as one line by `_parse`."""
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with a usage error as one line (cron mails it; no usage dump)."""
+    """The parser of both commands: a usage error is one line (cron mails it, no usage
+    dump), no abbreviations (`--thres` could silently mean another option once one is
+    added), and an unknown option is named before a missing required one."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+    def __init__(self, **kwargs) -> None:
+        super().__init__(
+            allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+        )
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+    def parse(self, argv: Sequence[str] | None) -> argparse.Namespace:
+        """parse_args; raises _UsageError, or SystemExit for --help and --version."""
+        argv = sys.argv[1:] if argv is None else list(argv)
+        try:
+            args, extras = self.parse_known_args(argv)
+        except _UsageError:
+            # argparse checks required options before it looks at unknown ones:
+            # `tstat_send -V` would say "-d is required". Name the unknown one.
+            required = [a for a in self._actions if a.required]
+            for action in required:
+                action.required = False
+            try:
+                _, extras = self.parse_known_args(argv)
+            finally:
+                for action in required:
+                    action.required = True
+            if extras:
+                self._unknown(extras)
+            raise
+        if extras:
+            self._unknown(extras)
+        return args
+
+    def _unknown(self, extras: list[str]) -> NoReturn:
+        message = "unrecognized arguments: " + " ".join(extras)
+        longs = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        for extra in extras:
+            close = difflib.get_close_matches(extra.split("=", 1)[0], longs, n=1, cutoff=0.6)
+            if extra.startswith("--") and close:
+                message += f" (did you mean {close[0]}?)"
+                break
+        self.error(message)
+
+
+def _usage_error(prog: str, message: str, hint: bool = True) -> int:
+    see = f" (see {prog} --help)" if hint else ""
+    print(f"{prog}: error: {message}{see}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _parse(parser: _Parser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """The parsed options, or the exit code when there is nothing to run."""
+    try:
+        return parser.parse(argv)
+    except _UsageError as exc:
+        return _usage_error(parser.prog, str(exc))
+    except SystemExit as exc:  # --help, --version: already printed
+        return int(exc.code or 0)
+
+
+def _root_problem(text: str) -> str | None:
+    """Why `-d text` is not a Tstat root to work on, or None; the same words for both commands."""
+    if os.path.isdir(text):
+        return None
+    return f"-d {text}: " + ("not a directory" if os.path.exists(text) else "no such directory")
+
+
+def _warn_if_root_of_another_user(root: Path) -> None:
+    """Running as root in a root that belongs to the service user leaves root-owned
+    files (state, markers, metrics) that later runs as that user may not replace."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = os.stat(root).st_uid
+    except OSError:
+        return
+    if owner == 0:
+        return
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = str(owner)
+    log.warning(
+        "running as root in %s, which belongs to %s: files this run creates will belong "
+        "to root; run as that user instead (sudo -u %s ...)",
+        root,
+        name,
+        name,
+    )
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises Terminated (a KeyboardInterrupt): the run stops as on Ctrl-C,
+    keeping what the receiver confirmed, and says so in one line."""
+
+    def handler(signum: int, frame: object) -> None:
+        # A second SIGTERM must not break off the checkpoint the first one started.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding program): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_writing_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's flush at exit
+    does not print its own error (Python's documented recipe for SIGPIPE)."""
+    if sys.stdout is not sys.__stdout__:  # in-process (tests): not ours to redirect
+        return
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    if isinstance(exc, Terminated):
+        log.error("terminated (SIGTERM); the next run resumes where this one stopped")
+        return exc.exit_code
+    log.error("interrupted; the next run resumes where this one stopped")
+    return EXIT_INTERRUPTED
 
 
 def build_send_parser() -> argparse.ArgumentParser:
@@ -54,7 +215,6 @@ def build_send_parser() -> argparse.ArgumentParser:
         description="Send the flows of complete Tstat output directories to an archive, "
         "then mark each directory .processed.",
         epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "-d",
@@ -67,8 +227,8 @@ def build_send_parser() -> argparse.ArgumentParser:
         "-c",
         "--config",
         metavar="FILE",
-        default="./config.ini",
-        help="transport config file (default: %(default)s; not needed with -N)",
+        help=f"transport config file (default: ./config.ini if it exists, else {SYSTEM_CONFIG}; "
+        "not needed with -N)",
     )
     p.add_argument(
         "-T",
@@ -112,8 +272,8 @@ def build_send_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pretty",
         action="store_true",
-        help="with -N, print each message indented as 0.6.5 did instead of one "
-        "compact JSON array per line",
+        help="with -N (or -t stdout), print each message indented as 0.6.5 did instead "
+        "of one compact JSON array per line",
     )
     p.add_argument(
         "--include-newest",
@@ -148,8 +308,6 @@ def build_send_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     directory = Path(args.directory)
-    if not directory.is_dir():
-        raise ConfigError(f"{args.directory}: no such directory (-d/--directory)")
     if not args.threshold >= 0:
         raise ConfigError(f"--threshold {args.threshold:g}: must be 0 or more megabytes")
     transport = "stdout" if args.no_transport else args.transport
@@ -162,15 +320,41 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         single=args.single,
         include_newest=args.include_newest,
         pretty=args.pretty,
-        config_path=Path(args.config),
+        config_path=Path(args.config) if args.config is not None else None,
     )
+
+
+def find_config(given: Path | None) -> Path:
+    """-c if given; else ./config.ini if it exists; else SYSTEM_CONFIG. Raises ConfigError."""
+    if given is not None:
+        return given
+    for candidate in (Path("config.ini"), SYSTEM_CONFIG):
+        if candidate.exists():
+            return candidate
+    raise ConfigError(
+        f"no config file: neither ./config.ini nor {SYSTEM_CONFIG} exists "
+        "(give one with -c/--config)"
+    )
+
+
+def _other_sections(cls: type) -> set[str]:
+    """Sections the other built-in transports read: a config shared between them is not a typo."""
+    sections: set[str] = set()
+    for name in BUILTIN:
+        other = get_transport(name)
+        if other is not cls:
+            sections.update(other.config_sections)
+    return sections
 
 
 def _load_transport(settings: Settings):
     cls = get_transport(settings.transport)
     if cls.needs_config:
-        config = ConfigFile(settings.config_path)
-        config.warn_unknown(cls.config_sections)
+        path = find_config(settings.config_path)
+        log.info("config: %s", path)
+        config = ConfigFile(path)
+        hide_secrets(config.secrets())
+        config.check_unknown(cls.config_sections, _other_sections(cls))
     else:
         config = ConfigFile(None)
     return cls(settings, config)
@@ -187,6 +371,7 @@ def run_send(settings: Settings, stats: RunStats, show_progress: bool = False) -
             with transport:
                 failed = Sender(settings, transport, stats, progress).run(settings.directory)
         else:
+            _warn_if_root_of_another_user(settings.directory)
             with run_lock(settings.directory), transport:
                 failed = Sender(settings, transport, stats, progress).run(settings.directory)
     finally:
@@ -204,11 +389,21 @@ def check_config(settings: Settings) -> int:
 
 def send_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of tstat_send; returns the exit code."""
-    try:
-        args = build_send_parser().parse_args(argv)
-    except SystemExit as exc:  # --help, --version, usage errors: already printed
-        return int(exc.code or 0)
+    parser = build_send_parser()
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    if args.pretty and not (args.no_transport or args.transport == "stdout"):
+        return _usage_error(parser.prog, "--pretty works only with -N/--no-transport")
+    problem = _root_problem(args.directory)
+    if problem:
+        return _usage_error(parser.prog, problem, hint=False)
     setup_logging(verbose=args.verbose, debug=args.debug)
+    with _sigterm_interrupts():
+        return _send(args)
+
+
+def _send(args: argparse.Namespace) -> int:
     stats = RunStats()
     code = EXIT_OK
     settings = None
@@ -224,13 +419,17 @@ def send_main(argv: Sequence[str] | None = None) -> int:
         # Normal while a long backfill runs from an earlier cron slot: not worth a mail.
         log.info("%s; nothing sent", exc)
         code = exc.exit_code
+    except OutputClosed as exc:
+        # `tstat_send -N | head`: the reader has what it wanted; not an error.
+        log.info("%s; stopped", exc)
+        _stop_writing_stdout()
+        code = exc.exit_code
     except TstatError as exc:
         log.error("%s", exc)
         log.debug("details", exc_info=True)
         code = exc.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted; the next run resumes where this one stopped")
-        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        code = _interrupted(exc)
     stats.finished = time.time()
     log.info("summary: %s exit=%d", stats.summary(), code)
     if args.metrics_file and settings is not None:
@@ -243,11 +442,140 @@ def send_main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def cull_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of tstat_cull; returns the exit code."""
-    from .cull import cull_main as main
+def format_listing(candidate: Candidate) -> str:
+    """One dry-run line: what would go, how old its marker is, how many bytes."""
+    action = "would finish removing" if candidate.leftover else "would remove"
+    return f"{action} {candidate.path} ({describe(candidate)})"
 
-    return main(argv)
+
+def format_summary(report: CullReport) -> str:
+    """The one-line result of a run."""
+    if report.dry_run:
+        size = sum(c.size for c in report.planned)
+        return f"dry run: would remove {_dirs(len(report.planned))}, {size} bytes; nothing deleted"
+    line = f"removed {_dirs(report.removed)}, {report.bytes_freed} bytes freed"
+    if report.kept_on_recheck:
+        line += f"; {len(report.kept_on_recheck)} kept (changed during the run)"
+    if report.failed:
+        line += f"; {len(report.failed)} could not be removed completely"
+    return line
+
+
+def _dirs(n: int) -> str:
+    return f"{n} director{'y' if n == 1 else 'ies'}"
+
+
+def _hours(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of hours >= 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def build_cull_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tstat_cull",
+        description="Remove Tstat output directories that tstat_send marked processed "
+        "more than --ttl hours ago.",
+        epilog=CULL_EXIT_CODES_HELP,
+    )
+    parser.add_argument(
+        "-d",
+        "--directory",
+        metavar="ROOT",
+        required=True,
+        help="the Tstat output root that holds the YYYY_MM_DD_HH_MM.out directories",
+    )
+    parser.add_argument(
+        "-t",
+        "--ttl",
+        metavar="HOURS",
+        type=_hours,
+        default=DEFAULT_TTL_HOURS,
+        help="remove a directory once its .processed marker is this old (default: %(default)g)",
+    )
+    parser.add_argument(
+        "-D",
+        "--dry-run",
+        action="store_true",
+        help="list what would be removed (path, marker age, bytes) on stdout; delete nothing",
+    )
+    parser.add_argument(
+        "--keep-min",
+        metavar="N",
+        type=_count,
+        default=0,
+        help="never leave fewer than N processed directories (default: 0)",
+    )
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log each removal on stderr, and print the summary even when nothing was due",
+    )
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no summary line; only errors are printed",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def cull_main(argv: list[str] | None = None) -> int:
+    """The tstat_cull command; returns the exit status."""
+    parser = build_cull_parser()
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    problem = _root_problem(args.directory)
+    if problem:
+        return _usage_error(parser.prog, problem, hint=False)
+    setup_logging(verbose=args.verbose, quiet=args.quiet)
+    with _sigterm_interrupts():
+        return _cull(args)
+
+
+def _cull(args: argparse.Namespace) -> int:
+    if not args.dry_run:
+        _warn_if_root_of_another_user(Path(args.directory))
+    try:
+        report = cull(Path(args.directory), args.ttl, args.dry_run, args.keep_min)
+    except AlreadyRunning as exc:
+        # Normal while tstat_send works through a backlog: skip, the next run culls.
+        log.warning("%s; skipped, nothing removed", exc)
+        return exc.exit_code
+    except TstatError as exc:
+        log.error("%s", exc)
+        log.debug("details", exc_info=True)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
+    try:
+        if report.dry_run:
+            for candidate in report.planned:
+                print(format_listing(candidate))
+        if report.dry_run or args.verbose or (report.planned and not args.quiet):
+            print(format_summary(report), flush=True)
+    except BrokenPipeError:  # `tstat_cull -D | head`
+        _stop_writing_stdout()
+        return EXIT_BROKEN_PIPE
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def _module_main() -> None:  # `python -m tstat_transport`

@@ -8,17 +8,23 @@ environment variables, as the original tool's users already write them:
 from __future__ import annotations
 
 import configparser
+import difflib
 import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Iterable, Mapping, TypeVar
 
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# `user:password@` in a URL or host value; group 2 is the password.
+_USERINFO_RE = re.compile(r"([^\s:/@,\[\]]+):([^\s@/,]+)@")
+_SECRET_KEY_RE = re.compile(r"pass|secret|token|auth_value|credential", re.IGNORECASE)
+# configparser keeps `value   # note` whole; Tstat configs never need ' #' or ' ;' in a value.
+_INLINE_COMMENT_RE = re.compile(r"\s[#;]")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -58,17 +64,22 @@ class ConfigFile:
         self.environ = os.environ if environ is None else environ
         self._parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
         self._parser.optionxform = str  # keep `x-queue-type` and friends as written
+        self._lines: dict[tuple[str, str], int] = {}  # (section, key) -> line number
         if path is not None:
             try:
                 with open(path, encoding="utf-8") as f:
-                    self._parser.read_file(f)
+                    text = f.read()
             except FileNotFoundError:
                 raise ConfigError(f"{path}: config file not found (use -c/--config)") from None
             except OSError as exc:
                 raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
-            except (configparser.Error, UnicodeDecodeError) as exc:
-                text = " ".join(str(exc).split())
-                raise ConfigError(f"{path}: not a valid INI file: {text}") from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"{path}: not a valid INI file: not UTF-8 text") from None
+            self._lines = _scan(text, self.name)
+            try:
+                self._parser.read_string(text, source=self.name)
+            except configparser.Error as exc:
+                raise ConfigError(_parse_error(self.name, exc)) from None
 
     @property
     def name(self) -> str:
@@ -76,9 +87,6 @@ class ConfigFile:
 
     def sections(self) -> list[str]:
         return self._parser.sections()
-
-    def has_section(self, section: str) -> bool:
-        return self._parser.has_section(section)
 
     def raw_keys(self, section: str) -> list[str]:
         return list(self._parser[section]) if self._parser.has_section(section) else []
@@ -114,7 +122,7 @@ class ConfigFile:
         try:
             return conv(raw)
         except ValueError:
-            shown = "<hidden>" if "pass" in key.lower() else repr(raw)
+            shown = mask(key, raw)
             raise ConfigError(f"{self._where(section, key)} = {shown}: expected {want}") from None
 
     def get_int(
@@ -156,14 +164,47 @@ class ConfigFile:
             return {}
         return {k: self.get_str(section, k) for k in self._parser[section]}
 
-    def warn_unknown(self, known: Mapping[str, set[str] | None]) -> list[str]:
-        """Log (and return) a warning for every section or key nobody reads.
+    def secrets(self) -> set[str]:
+        """Values that must never reach any output: those of secret keys (expanded) and
+        the password of any `user:password@` in a value. Values shared with a key that
+        is not secret (a password equal to its user name) are left out: they are shown
+        anyway, and masking them would garble every line that names the user."""
+        found: set[str] = set()
+        plain: set[str] = set()
+        for section in self.sections():
+            for key, raw in self._parser[section].items():
+                found.update(m.group(2) for m in _USERINFO_RE.finditer(raw))
+                if not _is_secret(key):
+                    plain.add(raw.strip())
+                    continue
+                found.add(raw.strip())
+                try:
+                    found.add(self._expand(section, key, raw).strip())
+                except ConfigError:
+                    pass  # unset variable: reported when the key is read
+        return {s for s in found - plain if len(s) >= 3}
 
-        `known` maps a section to its keys, or to None when any key is allowed.
+    def check_unknown(
+        self, known: Mapping[str, set[str] | None], others: Iterable[str] = ()
+    ) -> list[str]:
+        """Refuse a key nobody reads; warn about (and return) sections nobody reads.
+
+        `known` maps a section to its keys, or to None when any key is allowed;
+        `others` are sections other transports read (a shared config file keeps them).
+        A misspelled key would silently fall back to its default (`hots` connects to
+        localhost), so it is a ConfigError with the nearest known key; so is a
+        section whose name is close to a known one.
         """
         warnings = []
         for section in self.sections():
+            if section in others and section not in known:
+                continue
             if section not in known:
+                close = difflib.get_close_matches(section, known, n=1, cutoff=0.8)
+                if close:
+                    raise ConfigError(
+                        f"{self.name}: unknown section [{section}] (did you mean [{close[0]}]?)"
+                    )
                 warnings.append(f"{self.name}: unknown section [{section}] is ignored")
                 continue
             keys = known[section]
@@ -171,10 +212,90 @@ class ConfigFile:
                 continue
             for key in self.raw_keys(section):
                 if key not in keys:
-                    warnings.append(f"{self._where(section, key)}: unknown key is ignored")
+                    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+                    hint = (
+                        f"did you mean {close[0]!r}?"
+                        if close
+                        else "known keys: " + ", ".join(sorted(keys))
+                    )
+                    line = self._lines.get((section, key))
+                    at = f" (line {line})" if line is not None else ""
+                    raise ConfigError(f"{self._where(section, key)}{at}: unknown key ({hint})")
         for w in warnings:
             log.warning("%s", w)
         return warnings
+
+
+def _is_secret(key: str) -> bool:
+    return _SECRET_KEY_RE.search(key) is not None
+
+
+def mask(key: str, value: str) -> str:
+    """`value` as an error message may show it: hidden for a secret key, and with the
+    password of any `user:password@` replaced by `***`."""
+    if _is_secret(key):
+        return "<hidden>"
+    return repr(_USERINFO_RE.sub(r"\1:***@", value))
+
+
+def _scan(text: str, source: str) -> dict[tuple[str, str], int]:
+    """Check what configparser would take silently; return each key's line number.
+
+    An indented line under a key is joined to that key's value (an indented
+    `password=...` under `host` would become part of the host name, and be echoed
+    with it), and `key = value  # note` keeps the note in the value. Both are errors
+    naming the line, never showing its text: it may hold a secret.
+    """
+    lines: dict[tuple[str, str], int] = {}
+    section: str | None = None
+    key_indent: int | None = None  # indentation of the key line above, if any
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        indent = len(line) - len(line.lstrip())
+        if key_indent is not None and indent > key_indent:
+            raise ConfigError(
+                f"{source} line {number}: indented line, which INI joins to the value of "
+                "the key above it: remove the indentation (the line is not shown, it may "
+                "hold a secret)"
+            )
+        if stripped.startswith("["):
+            section = stripped[1 : stripped.find("]")] if "]" in stripped else None
+            key_indent = None
+            continue
+        key_indent = indent
+        # configparser splits at the first '=' or ':'.
+        cut = min((i for i in (stripped.find("="), stripped.find(":")) if i >= 0), default=-1)
+        if cut < 0 or section is None:
+            continue  # configparser's own error reports it (see _parse_error)
+        key, value = stripped[:cut].strip(), stripped[cut + 1 :]
+        lines.setdefault((section, key), number)
+        if _INLINE_COMMENT_RE.search(value):
+            raise ConfigError(
+                f"{source} line {number}: [{section}] {key}: the value holds an inline "
+                "comment (' #' or ' ;'), which INI keeps as part of the value: move the "
+                "comment to a line of its own (a value that really holds ' #' can come "
+                "from an environment variable: ${NAME})"
+            )
+    return lines
+
+
+def _parse_error(source: str, exc: configparser.Error) -> str:
+    """configparser's error without the line's text (it may hold a secret)."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"{source} line {exc.lineno}: a key before any [section] header"
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f"{source} line {exc.lineno}: [{exc.section}] {exc.option}: set twice"
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f"{source} line {exc.lineno}: [{exc.section}] appears twice"
+    if isinstance(exc, configparser.ParsingError):
+        numbers = ", ".join(str(lineno) for lineno, _ in exc.errors)
+        return (
+            f"{source} line {numbers}: not a `key = value` line (is the '=' missing?); "
+            "the line is not shown, it may hold a secret"
+        )
+    return f"{source}: not a valid INI file"
 
 
 def parse_bool(text: str) -> bool:

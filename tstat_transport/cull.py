@@ -1,4 +1,4 @@
-"""Choose and delete expired processed Tstat directories (the tstat_cull command).
+"""Choose and delete expired processed Tstat directories (the library under tstat_cull).
 
 A candidate is a real directory directly under the Tstat root, named as Tstat names
 its rotated directories, holding a regular `.processed` file whose mtime is at least
@@ -13,7 +13,6 @@ and the next run finishes any `.culling-*` an earlier run left behind.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -24,15 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    AlreadyRunning,
-    ConfigError,
-    TstatError,
-)
-from .logsetup import setup_logging
+from .errors import ConfigError, TstatError
 from .state import PROCESSED_NAME, is_tstat_dir_name, run_lock
 
 log = logging.getLogger(__name__)
@@ -296,138 +287,3 @@ def cull(
         for candidate in expired:
             remove_expired(root, candidate, ttl_seconds, now, report)
     return report
-
-
-def format_listing(candidate: Candidate) -> str:
-    """One dry-run line: what would go, how old its marker is, how many bytes."""
-    action = "would finish removing" if candidate.leftover else "would remove"
-    return f"{action} {candidate.path} ({describe(candidate)})"
-
-
-def format_summary(report: CullReport) -> str:
-    """The one-line result of a run."""
-    if report.dry_run:
-        size = sum(c.size for c in report.planned)
-        return f"dry run: would remove {_dirs(len(report.planned))}, {size} bytes; nothing deleted"
-    line = f"removed {_dirs(report.removed)}, {report.bytes_freed} bytes freed"
-    if report.kept_on_recheck:
-        line += f"; {len(report.kept_on_recheck)} kept (changed during the run)"
-    if report.failed:
-        line += f"; {len(report.failed)} could not be removed completely"
-    return line
-
-
-def _dirs(n: int) -> str:
-    return f"{n} director{'y' if n == 1 else 'ies'}"
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argparse parser whose usage errors become ConfigError: one line, exit 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{message} (see {self.prog} --help)")
-
-
-def _hours(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number of hours >= 0, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="tstat_cull",
-        description="Remove Tstat output directories that tstat_send marked processed "
-        "more than --ttl hours ago.",
-        epilog="Exit status: 0 everything planned removed (or nothing to do), 1 something "
-        "could not be removed, 2 usage error, 75 tstat_send or another cull holds the lock.",
-    )
-    parser.add_argument(
-        "-d",
-        "--directory",
-        metavar="ROOT",
-        required=True,
-        help="the Tstat output root that holds the YYYY_MM_DD_HH_MM.out directories",
-    )
-    parser.add_argument(
-        "-t",
-        "--ttl",
-        metavar="HOURS",
-        type=_hours,
-        default=DEFAULT_TTL_HOURS,
-        help="remove a directory once its .processed marker is this old (default: %(default)g)",
-    )
-    parser.add_argument(
-        "-D",
-        "--dry-run",
-        action="store_true",
-        help="list what would be removed (path, marker age, bytes) on stdout; delete nothing",
-    )
-    parser.add_argument(
-        "--keep-min",
-        metavar="N",
-        type=_count,
-        default=0,
-        help="never leave fewer than N processed directories (default: 0)",
-    )
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="log each removal on stderr, and print the summary even when nothing was due",
-    )
-    parser.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="no summary line; only errors are printed",
-    )
-    return parser
-
-
-def cull_main(argv: list[str] | None = None) -> int:
-    """The tstat_cull command; returns the exit status."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        if not os.path.isdir(args.directory):
-            what = "not a directory" if os.path.exists(args.directory) else "no such directory"
-            raise ConfigError(f"-d {args.directory}: {what}")
-    except ConfigError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else EXIT_OK
-    setup_logging(verbose=args.verbose, quiet=args.quiet)
-    try:
-        report = cull(Path(args.directory), args.ttl, args.dry_run, args.keep_min)
-    except AlreadyRunning as exc:
-        # Normal while tstat_send works through a backlog: skip, the next run culls.
-        log.warning("%s; skipped, nothing removed", exc)
-        return exc.exit_code
-    except TstatError as exc:
-        log.error("%s", exc)
-        log.debug("details", exc_info=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    if report.dry_run:
-        for candidate in report.planned:
-            print(format_listing(candidate))
-    if report.dry_run or args.verbose or (report.planned and not args.quiet):
-        print(format_summary(report))
-    return EXIT_OK if report.ok else EXIT_FAILED

@@ -7,7 +7,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # some directory could not be delivered; an operator should look
 EXIT_USAGE = 2  # bad flag, bad config, missing directory
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: broker unreachable or another run holds the lock
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of -N's output went away (`| head`)
+EXIT_TERMINATED = 143  # 128 + SIGTERM: `systemctl stop`, `kill`, a shutdown
 
 
 class TstatError(Exception):
@@ -40,6 +42,19 @@ class TransportUnavailable(TransportError):
     """
 
     exit_code = EXIT_TEMPFAIL
+
+
+class OutputClosed(TransportError):
+    """Standard output was closed by its reader (`tstat_send -N | head`): normal for a filter."""
+
+    exit_code = EXIT_BROKEN_PIPE
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived. A KeyboardInterrupt, so that whatever keeps the confirmed
+    progress on Ctrl-C keeps it on SIGTERM too; only the exit code differs."""
+
+    exit_code = EXIT_TERMINATED
 
 
 class AlreadyRunning(TstatError):

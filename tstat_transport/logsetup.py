@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from typing import Iterable
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
@@ -18,6 +20,35 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:
         pass
+
+
+class _Formatter(logging.Formatter):
+    """ISO 8601 local time with its UTC offset (cron mails and journals from sensors in
+    several zones compare), and every registered secret replaced by `***`."""
+
+    secrets: tuple[str, ...] = ()
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        offset = time.strftime("%z", time.localtime(record.created))
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
+        return f"{stamp}{offset[:3]}:{offset[3:]}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        # Longest first, so that a secret containing another is masked whole.
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+_FORMATTER = _Formatter(LOG_FORMAT)
+
+
+def hide_secrets(values: Iterable[str]) -> None:
+    """Never let these strings reach the log, whatever message carries them (a value
+    echoed in an error, a URL in a library's exception, a traceback at -D)."""
+    known = set(_FORMATTER.secrets) | {v for v in values if v}
+    _FORMATTER.secrets = tuple(sorted(known, key=len, reverse=True))
 
 
 def setup_logging(verbose: bool = False, debug: bool = False, quiet: bool = False) -> None:
@@ -35,7 +66,8 @@ def setup_logging(verbose: bool = False, debug: bool = False, quiet: bool = Fals
             root.removeHandler(handler)
     handler = _StderrHandler()
     handler._tstat_transport = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%dT%H:%M:%S"))
+    _FORMATTER.secrets = ()  # each run registers those of its own config
+    handler.setFormatter(_FORMATTER)
     root.addHandler(handler)
     root.setLevel(level)
     # pika logs every frame at DEBUG, and each failure it reports to us at ERROR, with

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from . import __version__
 from .config import Settings
 from .errors import StateError, TransportError
-from .reader import Chunk, LogFile, Position
+from .reader import Chunk, LogFile, Position, locate_log
 from .records import LogFormatError, Options
 from .state import (
     PROCESSED_NAME,
@@ -103,6 +103,16 @@ class _Pending:
         self.confirmed = False
 
 
+def _describe_change(key: str, old: Any, new: Any) -> str:
+    """One changed option as the operator gave it: the threshold in MB, as -T takes it."""
+    if key == "threshold_bits":
+        try:
+            return f"-T/--threshold {float(old) / 8_000_000:g} MB -> {float(new) / 8_000_000:g} MB"
+        except (TypeError, ValueError):
+            pass
+    return f"{key} {old!r} -> {new!r}"
+
+
 class DirectoryProgress:
     """The state file of one directory: per log, the position confirmed so far."""
 
@@ -146,10 +156,8 @@ class DirectoryProgress:
                 log.warning("%s: unreadable options in state file, sending the directory "
                             "from the start", self.path)  # fmt: skip
                 return
-            changed = ", ".join(
-                f"{k} {recorded.get(k)!r} -> {wanted[k]!r}" for k in wanted
-                if recorded.get(k) != wanted[k]
-            )  # fmt: skip
+            changed = ", ".join(_describe_change(k, recorded.get(k), wanted[k]) for k in wanted
+                                if recorded.get(k) != wanted[k])  # fmt: skip
             # Its first part already went out with the old options; finishing it with
             # them keeps its chunks (and message ids) consistent: nothing lost, no
             # duplicates. New directories use the new options.
@@ -163,13 +171,14 @@ class DirectoryProgress:
                 self.files[name] = {**pos.to_json(), "messages": entry["messages"],
                                     "objects": int(entry.get("objects", 0))}  # fmt: skip
 
-    def start_of(self, log_name: str, size: int) -> tuple[Position, int]:
+    def start_of(self, log_name: str, size: int | None) -> tuple[Position, int]:
+        """Where to resume a log; `size` None: not comparable with offsets (a .gz)."""
         entry = self.files.get(log_name)
         if not entry:
             return Position(), 0
         pos = Position.from_json(entry)
         assert pos is not None
-        if pos.offset > size:
+        if size is not None and pos.offset > size:
             log.warning("%s/%s: file is shorter than the progress recorded for it "
                         "(%d < %d bytes): sending it from the start",
                         self.directory, log_name, size, pos.offset)  # fmt: skip
@@ -253,6 +262,16 @@ class Sender:
             self._progress.save(durable=durable)
             self._unsaved = 0
 
+    def _reading(self, log_name: str, end: Position) -> None:
+        """Rows that give no message go by: service the transport (heartbeats,
+        confirms) and, with nothing in flight, record how far the file was read,
+        so a run stopped in a long stretch of them still moves forward."""
+        self.transport.poll()
+        self._advance()
+        if self._progress is not None and not self._pending:
+            self._progress.advance({log_name: end})
+        self._checkpoint()
+
     # -- the walk --------------------------------------------------------------
     def run(self, root: Path) -> int:
         """Process every due directory; return how many could not be delivered.
@@ -292,12 +311,20 @@ class Sender:
         counts = {"rows": 0, "bad_rows": 0, "objects": 0}
         try:
             for log_name, protocol in LOGS:
-                path = directory / log_name
                 try:
-                    size = path.stat().st_size
-                except FileNotFoundError:
+                    found = locate_log(directory, log_name)
+                except LogFormatError as exc:
+                    log.error("%s", exc)
+                    failed += 1
+                    continue
+                except OSError as exc:
+                    log.error("%s: cannot read: %s", directory / log_name, exc.strerror or exc)
+                    failed += 1
+                    continue
+                if found is None:
                     log.info("%s: no %s", directory, log_name)
                     continue
+                path, size = found
                 start, number = progress.start_of(log_name, size)
                 logfile = LogFile(path, protocol, progress.options, start, complete)
                 try:
@@ -314,7 +341,7 @@ class Sender:
                         counts[key] += getattr(logfile.stats, key)
                     self.stats.rows += logfile.stats.rows
                     self.stats.bad_rows += logfile.stats.bad_rows
-                    self._log_bytes += size - start.offset
+                    self._log_bytes += (size or 0) - start.offset
                 if logfile.stats.incomplete_tail:
                     waiting = True
             self.transport.flush()
@@ -345,8 +372,9 @@ class Sender:
             write_atomic(directory / PROCESSED_NAME, (json.dumps(body) + "\n").encode())
             progress.remove()
         self.stats.dirs_done += 1
-        log.info("%s: done, %d messages, %d rows (%d bad) in %.1fs", directory, sent,
-                 counts["rows"], counts["bad_rows"], time.time() - started)  # fmt: skip
+        log.info("%s: done, %d message%s, %d row%s (%d bad) in %.1fs", directory,
+                 sent, "" if sent == 1 else "s", counts["rows"], "" if counts["rows"] == 1 else "s",
+                 counts["bad_rows"], time.time() - started)  # fmt: skip
         return sent
 
     def _send_file(self, logfile: LogFile, log_name: str, number: int) -> tuple[int, int]:
@@ -357,6 +385,9 @@ class Sender:
         chunk: Chunk
         for chunk in logfile.chunks():
             count = len(chunk.items)
+            if not count:
+                self._reading(log_name, chunk.end)
+                continue
             body = chunk.body()
             token = _Pending(log_name, chunk.end, number, count)
             message = Message(

@@ -12,7 +12,9 @@ import fcntl
 import json
 import logging
 import os
+import pwd
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,6 +29,8 @@ TSTAT_DIR_RE = re.compile(r"^\d{4}_\d{2}_\d{2}_\d{2}_\d{2}\.out$")
 PROCESSED_NAME = ".processed"
 STATE_NAME = ".tstat_send.state"
 LOCK_NAME = ".tstat_transport.lock"
+# A state file holds a few hundred bytes; anything much bigger is not one of ours.
+MAX_STATE_BYTES = 1024 * 1024
 
 
 def _file_mode() -> int:
@@ -51,6 +55,11 @@ def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
     file (the kernel keeps the page cache), which is what progress checkpoints need.
     Raises StateError (naming the path and the cause, e.g. no space left).
     """
+    if os.path.islink(path):
+        # The rename below would replace the link, not write through it; but a link
+        # where our own file belongs was put there by someone else: leave it to them.
+        raise StateError(f"cannot write {path}: it is a symbolic link (not written through; "
+                         "remove it if it should not be there)")  # fmt: skip
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -82,15 +91,55 @@ def write_json_atomic(path: Path, obj: Any, durable: bool = True) -> None:
 
 
 def read_json(path: Path) -> Any | None:
-    """The JSON in `path`, or None if it is missing or unreadable (a warning says which)."""
+    """The JSON in `path`, or None if it is missing or unreadable (a warning says which).
+
+    Only a regular file of at most MAX_STATE_BYTES is read, without following a
+    symlink or blocking on a FIFO: a planted /dev/zero must not hang the run.
+    """
     try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        log.warning("%s: ignoring unreadable state file (%s)", path, exc)
+    except OSError as exc:
+        reason = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        log.warning("%s: ignoring unreadable state file (%s)", path, reason)
         return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            log.warning("%s: ignoring the state file: not a regular file", path)
+            return None
+        try:
+            data = f.read(MAX_STATE_BYTES + 1)
+            if len(data) > MAX_STATE_BYTES:
+                raise ValueError(f"over {MAX_STATE_BYTES} bytes")
+            return json.loads(data)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: ignoring unreadable state file (%s)", path, exc)
+            return None
+
+
+def _fix_hint(path: Path, exc: OSError) -> str:
+    """How to get out of a permission trap, e.g. a root-owned file left by a run as root."""
+    if exc.errno not in (errno.EACCES, errno.EPERM):
+        return ""
+    user = _user_name(os.geteuid())
+    target = path if path.exists() else path.parent
+    try:
+        owner = _user_name(os.stat(target).st_uid)
+    except OSError:
+        return ""
+    if owner == user:
+        return f" (check the mode of {target})"
+    # chown the file (or the root, when the file cannot be created there). Not "run as
+    # root": that is how the trap is usually set.
+    return f" ({target} belongs to {owner}, this run is {user}: as root, `chown {user}: {target}`)"
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 @contextlib.contextmanager
@@ -103,11 +152,23 @@ def run_lock(root: Path) -> Iterator[Path]:
     Raises AlreadyRunning if another process holds it, StateError if it cannot be created.
     """
     path = root / LOCK_NAME
+    # Read-only: flock needs no write access, so a lock file a run as root left behind
+    # (0644) does not lock the service user out. Neither a symlink planted there is
+    # followed nor a FIFO waited on.
+    flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        f = open(path, "a")
+        fd = os.open(path, flags, 0o644)
     except OSError as exc:
-        raise StateError(f"cannot open lock file {path}: {exc.strerror}") from exc
-    with f:
+        if exc.errno == errno.ELOOP:
+            raise StateError(
+                f"cannot open lock file {path}: it is a symbolic link (not followed)"
+            ) from exc
+        raise StateError(
+            f"cannot open lock file {path}: {exc.strerror}{_fix_hint(path, exc)}"
+        ) from exc
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StateError(f"cannot use lock file {path}: not a regular file")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -67,6 +67,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
+from ..config import mask
 from ..errors import ConfigError, TransportError, TransportUnavailable
 from .base import Message, Transport
 
@@ -160,7 +161,8 @@ class HttpTransport(Transport):
             or not _URL_CHARS.fullmatch(raw_url)
         ):
             raise ConfigError(
-                f"{where} url = {self.url!r}: expected http://host[:port]/path or https://..."
+                f"{where} url = {mask('url', self.url)}: expected http://host[:port]/path "
+                "or https://..."
             )
         self.https = parts.scheme == "https"
         self.host = parts.hostname

@@ -12,7 +12,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..config import parse_scalar
+from ..config import mask, parse_scalar
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -104,13 +104,19 @@ class RabbitSettings:
         )
         if not nodes:
             raise ConfigError(
-                f"{where} host = {host_text!r}: expected a host name, or several "
+                f"{where} host = {mask('host', host_text)}: expected a host name, or several "
                 "separated by commas"
             )
         queue = config.get_str(RABBIT, "queue", "")
         exchange = config.get_str(RABBIT, "exchange", "")
         routing_key = config.get_str(RABBIT, "routing_key", queue)
         if not exchange and not routing_key:
+            if queue:  # `routing_key =` left empty: the queue is not to blame
+                raise ConfigError(
+                    f"{where} routing_key: is empty, and with the default exchange messages "
+                    "go to the queue the routing key names: remove the line (it defaults to "
+                    "the queue's name) or set it"
+                )
             raise ConfigError(
                 f"{where} queue: required key is missing (with the default exchange, "
                 "messages go to the queue the routing key names)"
@@ -183,15 +189,23 @@ def _parse_node(text: str, where: str, default_port: int) -> Node:
     # `host`, `host:port`, `[v6addr]` or `[v6addr]:port`; a bare IPv6 address has
     # several colons and takes the default port.
     host, port_text = text, ""
+    shown = mask("host", text)
+    if "@" in text or "://" in text:
+        # A URL here would be taken for a host name and echoed, password and all,
+        # in every connection error.
+        raise ConfigError(
+            f"{where} = {shown}: expected a host name, not a URL: give username, "
+            "password and vhost in keys of their own"
+        )
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         if rest and not rest.startswith(":"):
-            raise ConfigError(f"{where} = {text!r}: expected [address]:port")
+            raise ConfigError(f"{where} = {shown}: expected [address]:port")
         port_text = rest[1:]
     elif text.count(":") == 1:
         host, port_text = text.split(":")
     if not host:
-        raise ConfigError(f"{where} = {text!r}: empty host name")
+        raise ConfigError(f"{where} = {shown}: empty host name")
     if not port_text:
         return Node(host, default_port)
     try:
@@ -199,7 +213,7 @@ def _parse_node(text: str, where: str, default_port: int) -> Node:
         if not 1 <= port <= 65535:
             raise ValueError
     except ValueError:
-        raise ConfigError(f"{where} = {text!r}: port must be an integer 1-65535") from None
+        raise ConfigError(f"{where} = {shown}: port must be an integer 1-65535") from None
     return Node(host, port)
 
 

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import BinaryIO
 
-from ..errors import TransportError
+from ..errors import OutputClosed
 from .base import Message, Transport
 
 
@@ -44,14 +44,14 @@ class StdoutTransport(Transport):
             self._stream.write(body)
             self._stream.write(b"\n")
         except BrokenPipeError:
-            raise TransportError("standard output was closed (broken pipe)") from None
+            raise OutputClosed("standard output was closed (broken pipe)") from None
         self.on_confirm(message)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except BrokenPipeError:
-            raise TransportError("standard output was closed (broken pipe)") from None
+            raise OutputClosed("standard output was closed (broken pipe)") from None
 
     def close(self) -> None:
         try:

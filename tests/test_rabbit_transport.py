@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -955,10 +956,10 @@ def test_cli_failover_mid_run_delivers_everything_in_one_run(
         assert bodies.setdefault(props.message_id, body) == body
 
 
-def run_cli_stdout(root: Path, capsys) -> list[dict]:
+def run_cli_stdout(root: Path, capsys, *extra: str) -> list[dict]:
     from tstat_transport.cli import send_main
 
-    send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)])
+    send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root), *extra])
     return [o for line in capsys.readouterr().out.splitlines() for o in json.loads(line)]
 
 
@@ -983,3 +984,48 @@ def test_cli_host_that_does_not_exist_is_exit_2(tmp_path, tstat_root, capsys) ->
     assert len(err) == 1 and "no such host name 'rmq-typo.invalid'" in err[0], err
     assert "fix [rabbit] host" in err[0]
     assert processed(root) == []
+
+
+def write_long_quiet_log(directory: Path, data_dir: Path, members: int) -> None:
+    """A log_tcp_complete.gz of real rows: 1600 * `members` rows below 1 MB in both
+    directions, then every row of a real log (a few above it). Written as repeated gzip
+    members, so that the file stays small however long it takes to read."""
+    import gzip
+
+    real = data_dir / "full" / "2026_11_24_19_18.out" / "log_tcp_complete"
+    header, *rows = real.read_text().splitlines(keepends=True)
+    names = [column.split(":")[0] for column in header.lstrip("#0123456789").split()]
+    volume = [
+        names.index(n) for n in ("c_bytes_all", "s_bytes_all", "c_bytes_uniq", "s_bytes_uniq")
+    ]
+    quiet = [r for r in rows if all(int(r.split()[i]) < 1_000_000 for i in volume)][:40]
+    member = gzip.compress("".join(quiet).encode() * 40)
+    directory.mkdir(parents=True)
+    with open(directory / "log_tcp_complete.gz", "wb") as f:
+        f.write(gzip.compress(header.encode()))
+        f.write(member * members)
+        f.write(gzip.compress("".join(rows).encode()))
+
+
+def test_cli_heartbeat_1_survives_a_long_log_below_the_threshold(
+    broker, queue_name, data_dir, tmp_path, capsys
+) -> None:
+    # About 960 000 rows that give no message, read for longer than the two heartbeats
+    # (2 s) after which RabbitMQ drops a silent connection; then the rows that do.
+    root = tmp_path / "root"
+    write_long_quiet_log(root / "2026_11_24_19_18.out", data_dir, members=600)
+    # What must arrive: what the real rows alone give (the quiet ones give nothing).
+    alone = tmp_path / "alone" / "2026_11_24_19_18.out"
+    alone.mkdir(parents=True)
+    shutil.copy(data_dir / "full" / alone.name / "log_tcp_complete", alone)
+    want = run_cli_stdout(alone.parent, capsys, "-T", "1", "--include-newest")
+    cfg = cli_config(tmp_path, broker_config(broker, queue_name, heartbeat=1))
+    started = time.monotonic()
+    assert run_cli(cfg, root, "-T", "1", "--include-newest", "-v") == 0
+    took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert "connecting again" not in err  # the one connection lived throughout
+    assert processed(root) == ["2026_11_24_19_18.out"]
+    arrived = [o for _, body in broker.fetch(queue_name) for o in json.loads(body)]
+    assert arrived == want and len(want) > 0
+    assert took > 2.5, f"the log was read in {took:.1f}s: too fast to show anything"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pika
 import pika.exceptions
 import pytest
-from broker import Broker, Proxy, free_port, make_test_ca
+from broker import Broker, PrivateNode, Proxy, free_port, make_test_ca
 
 from tstat_transport.config import ConfigFile, Settings
 from tstat_transport.errors import ConfigError, TransportError, TransportUnavailable
@@ -459,10 +459,11 @@ def test_publish_after_failure_keeps_failing(broker, queue_name, tmp_path) -> No
 
 def test_broker_silent_mid_run_ends_on_missed_heartbeats(broker, queue_name, tmp_path) -> None:
     # The proxy stops passing the broker's bytes on, as a half-dead network path would;
-    # pika's heartbeat check (heartbeat + 5 s) ends the wait instead of cron hanging.
+    # pika's heartbeat check (heartbeat + 5 s) ends the wait instead of cron hanging; the
+    # reconnection that follows meets the same silence and gives up after `timeout`.
     with Proxy() as proxy:
         transport = make_transport(
-            tmp_path, broker_config(broker, queue_name, port=proxy.port, heartbeat=1)
+            tmp_path, broker_config(broker, queue_name, port=proxy.port, heartbeat=1, timeout=1)
         )
         with transport:
             proxy.hold_replies()
@@ -1029,3 +1030,56 @@ def test_cli_heartbeat_1_survives_a_long_log_below_the_threshold(
     arrived = [o for _, body in broker.fetch(queue_name) for o in json.loads(body)]
     assert arrived == want and len(want) > 0
     assert took > 2.5, f"the log was read in {took:.1f}s: too fast to show anything"
+
+
+def test_a_node_restarted_mid_run_is_ridden_through(private_node: PrivateNode, tmp_path, caplog):
+    # A real restart of the node's RabbitMQ application: it closes our connection (320
+    # CONNECTION_FORCED, or a reset while we write), refuses connections for a few
+    # seconds, then takes them again.
+    import threading
+
+    caplog.set_level(logging.INFO)
+    queue = f"tstat-test-{uuid.uuid4().hex[:12]}"
+    messages = make_messages(300, pad=100)
+    transport = make_transport(
+        tmp_path,
+        {
+            "host": private_node.host,
+            "port": private_node.port,
+            "queue": queue,
+            "window": 8,
+            "connect_retries": 4,
+            "retry_delay": 1,  # rounds 1, 2, 4, 8 s apart: enough for the restart
+        },
+    )
+    restarted = threading.Event()
+
+    def restart() -> None:
+        assert private_node.ctl("stop_app").returncode == 0
+        assert private_node.ctl("start_app").returncode == 0
+        restarted.set()
+
+    restarter = threading.Thread(target=restart)
+    with transport:
+        for i, message in enumerate(messages):
+            if i == 100:
+                restarter.start()
+            if restarter.is_alive():
+                time.sleep(0.05)  # keep publishing while the node goes away and back
+            transport.publish(message)
+        transport.flush()
+    restarter.join()
+    assert restarted.is_set()
+    assert "connecting again" in caplog.text
+    assert sorted(ids(transport.confirmed)) == sorted(ids(messages))
+    with private_node.connect() as conn:
+        channel = conn.channel()
+        arrived = []
+        while True:
+            method, props, _ = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                break
+            arrived.append(props.message_id)
+        channel.queue_delete(queue)
+    assert set(arrived) == set(ids(messages))  # the durable queue kept them through it
+    assert len(arrived) - len(messages) <= 8

@@ -27,6 +27,11 @@ CHUNK = 100
 LOGS = (("tcp", "log_tcp_complete"), ("udp", "log_udp_complete"))
 
 
+def ratio(retransmitted: float, sent: float) -> float:
+    """tcp_rexmit_rate as the original's 0.6.8 computes it: unrounded, 0 unless both are set."""
+    return retransmitted / sent if retransmitted and sent else 0
+
+
 def num(text: str) -> Any:  # int, float, or the text: callers know their columns are numeric
     """A Tstat value as the message carries it: int if the text is one, else round(float, 3)."""
     try:
@@ -86,6 +91,8 @@ def tcp_flows(
             "packets_per_second": round(packets / seconds, 2) if durat != 0 else 0,
             "tcp_rexmit_bytes": num(f[d["bytes_retx"]]),
             "tcp_rexmit_pkts": num(f[d["pkts_retx"]]),
+            "tcp_rexmit_rate": ratio(num(f[d["pkts_retx"]]), packets),
+            "tcp_syn_cnt": num(f[d["syn_cnt"]]),
             "tcp_rtt_avg": num(f[d["rtt_avg"]]),
             "tcp_rtt_min": num(f[d["rtt_min"]]),
             "tcp_rtt_max": num(f[d["rtt_max"]]),

@@ -240,25 +240,31 @@ def test_never_the_root_itself_even_named_and_marked_like_tstat(root, capsys):
     mark(inner, 100)  # ROOT given as a Tstat directory by mistake
     before = snapshot(inner)
 
-    code, out, _ = run(capsys, "-d", str(inner))
+    code, out, err = run(capsys, "-d", str(inner))
 
-    assert code == 0
+    # Nothing Tstat-like under it: said in one line, exit 1, and no lock file left there.
+    assert code == 1
     assert out == ""
-    assert snapshot(inner).keys() - {LOCK_NAME} == before.keys()
+    assert f"no Tstat directories (YYYY_MM_DD_HH_MM.out) under {inner}" in err
+    assert len(err.strip().splitlines()) == 1
+    assert snapshot(inner) == before
 
 
-def test_root_marker_and_nested_tstat_directories_are_ignored(root, capsys):
+def test_root_marker_ignored_and_nested_instances_culled_as_tstat_send_walks(root, capsys):
+    # ROOT/sensor2/*.out is a second Tstat instance: tstat_send delivers it, so cull
+    # must remove it too, or that disk fills.
     mark(root, 100)
     nested = root / "sensor2"
     nested.mkdir()
     (root / D18).rename(nested / D18)
+    (root / D24).rename(nested / D24)
     mark(nested / D18, 100)
     mark(root / D20, 100)
 
     assert run(capsys, "-d", str(root))[0] == 0
 
-    assert entries(root) == sorted([PROCESSED_NAME, LOCK_NAME, "sensor2", D22, D24])
-    assert entries(nested) == [D18]
+    assert entries(root) == sorted([PROCESSED_NAME, LOCK_NAME, "sensor2", D22])
+    assert entries(nested) == [D24]
 
 
 # --- symlinks: nothing outside ROOT is ever touched --------------------------------------

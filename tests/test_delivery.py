@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from broker import Broker, Proxy, free_port
+from helpers import settle
 
 from tstat_transport.cli import send_main
 from tstat_transport.state import LOCK_NAME, PROCESSED_NAME, STATE_NAME
@@ -50,7 +51,7 @@ def flows(messages) -> list[dict]:
 
 def expected_flows(capsys, root: Path) -> list[dict]:
     """What -N prints for the complete directories: the reference for what must arrive."""
-    send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)])
+    assert send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)]) == 0
     return [o for line in capsys.readouterr().out.splitlines() for o in json.loads(line)]
 
 
@@ -84,7 +85,7 @@ def test_clean_run_delivers_every_flow_and_marks(broker, queue_name, tstat_root,
     assert props[0].message_id == "s1:0:2026_11_24_19_18.out:log_tcp_complete:0"
     assert props[0].headers == {
         "tstat_directory": "2026_11_24_19_18.out", "tstat_log": "log_tcp_complete",
-        "chunk": 0, "flows": 100,
+        "chunk": 0, "flows": 100, "format_version": 1,
     }  # fmt: skip
     assert len({p.message_id for p in props}) == len(props)
     assert markers(root) == DIRS[:3]  # the newest is left for later
@@ -135,21 +136,19 @@ def test_missing_queue_with_passive(broker, queue_name, tstat_root, tmp_path, ca
 def test_cut_mid_directory_then_clean_rerun(broker, queue_name, tstat_root, tmp_path, capsys):
     root = tstat_root("full")
     want = expected_flows(capsys, root)
-    # Directory 1 is 6 messages, directory 2 the next 6: cut the connection in the
-    # 11th or 12th message (bodies plus a little handshake and framing), when the
-    # window of 4 has let at least the 7th be confirmed.
-    send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)])
-    sizes = [len(line) for line in capsys.readouterr().out.splitlines()]
-    with Proxy(cut_after=sum(sizes[:10]) + 40_000) as proxy:
+    # Directory 1 is 6 messages, directory 2 the next 6: cut the connection inside the
+    # 11th message, when the window of 4 has let at least the 7th be confirmed.
+    with Proxy(cut_in_publish=11) as proxy:
         cfg = config(tmp_path, broker, queue_name, port=proxy.port, window=4)
         assert run(cfg, root) == 75
     err = capsys.readouterr().err
     assert "lost" in err or "closed" in err
     first = broker.fetch(queue_name)
-    assert 10 <= len(first) <= 11
     assert markers(root) == DIRS[:1]
     state = json.loads((root / DIRS[1] / STATE_NAME).read_text())
-    assert state["files"]["log_tcp_complete"]["messages"] >= 1
+    confirmed = 6 + state["files"]["log_tcp_complete"]["messages"]
+    # Everything confirmed is in the queue; the 11th, cut short, never got there.
+    assert 7 <= confirmed <= len(first) <= 10
     assert run(config(tmp_path, broker, queue_name, window=4), root) == 0
     second = broker.fetch(queue_name)
     assert_all_arrived(flows(first) + flows(second), want, max_duplicates=4 * 100)
@@ -157,7 +156,7 @@ def test_cut_mid_directory_then_clean_rerun(broker, queue_name, tstat_root, tmp_
     # A resent message keeps its id: the consumer can drop it.
     ids = [p.message_id for p, _ in first + second]
     dup_ids = [i for i, n in Counter(ids).items() if n > 1]
-    assert len(dup_ids) <= 4
+    assert len(dup_ids) == len(first) - confirmed <= 3
     bodies = {}
     for p, body in first + second:
         assert bodies.setdefault(p.message_id, body) == body
@@ -175,20 +174,22 @@ def test_sigkill_mid_run_then_rerun_loses_nothing(broker, queue_name, tstat_root
                                                   capsys):  # fmt: skip
     root = tstat_root("full")
     want = expected_flows(capsys, root)
-    with Proxy() as proxy:
+    # The proxy stops passing the broker's replies once the 8th message (the second of
+    # directory 2) is published: the first directory is marked by then, and the run
+    # cannot finish, so it is killed with messages in flight, never after it ended.
+    with Proxy(hold_after_publish=8) as proxy:
         cfg = config(tmp_path, broker, queue_name, port=proxy.port, window=8)
         proc = subprocess.Popen(
             [sys.executable, str(REPO / "bin/tstat_send"), "-c", str(cfg), "-T", "0", "-S", "s1",
              "-d", str(root)],
             env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
         )  # fmt: skip
-        # Let the first directory through, then stop the confirms: the sender fills
-        # its window and waits, with messages in flight, when it is killed.
-        _wait_for(lambda: (root / DIRS[0] / PROCESSED_NAME).exists(), "the first directory")
-        proxy.hold_replies()
-        time.sleep(1)
+        _wait_for(lambda: proxy.publishes >= 8, "the 8th message")
+        time.sleep(0.5)  # let it fill its window
+        assert proc.poll() is None, proc.stderr.read()
         proc.send_signal(signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL
+        published = proxy.publishes
     first = broker.fetch(queue_name)
     assert markers(root)[:1] == DIRS[:1]
     for state in root.glob(f"*/{STATE_NAME}"):
@@ -198,6 +199,12 @@ def test_sigkill_mid_run_then_rerun_loses_nothing(broker, queue_name, tstat_root
     second = broker.fetch(queue_name)
     assert_all_arrived(flows(first) + flows(second), want, max_duplicates=8 * 100)
     assert markers(root) == DIRS[:3]
+    # The messages in flight (published after directory 1, never confirmed to the
+    # sender) were in the broker and are sent again: the duplicates an id lets a
+    # consumer drop.
+    assert len(first) == published
+    resent = [p.message_id for p, _ in second if p.message_id in {q.message_id for q, _ in first}]
+    assert 1 <= len(resent) <= published - 6
 
 
 def test_full_disk_for_the_state_file(broker, queue_name, data_dir, tmp_path, capsys,
@@ -206,6 +213,7 @@ def test_full_disk_for_the_state_file(broker, queue_name, data_dir, tmp_path, ca
     root.mkdir()
     for name in DIRS[:2]:
         subprocess.run(["cp", "-r", str(data_dir / "full" / name), str(root)], check=True)
+    settle(root)
     want = expected_flows(capsys, root)
     small_disk.fill()
     cfg = config(tmp_path, broker, queue_name, window=1)

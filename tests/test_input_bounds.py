@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from broker import Proxy
-from helpers import ListTransport
+from helpers import ListTransport, settle
 from test_delivery import DIRS, assert_all_arrived, config, expected_flows, flows, markers, run
 
 from tstat_transport import transports
@@ -60,6 +60,7 @@ def gzip_logs(root: Path) -> None:
     for path in [*root.glob(f"*/{TCP}"), *root.glob(f"*/{UDP}")]:
         path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
         path.unlink()
+    settle(root)
 
 
 # -- only regular files are read ----------------------------------------------------------
@@ -72,6 +73,7 @@ def test_fifo_log_is_refused_promptly_and_the_other_dirs_go(broker, queue_name, 
     fifo.unlink()
     want = expected_flows(capsys, root)
     os.mkfifo(fifo)  # open() on it used to wait for a writer forever
+    settle(root)
     cfg = config(tmp_path, broker, queue_name)
     done = cli("-c", str(cfg), "-T", "0", "-S", "s1", "-d", str(root), timeout=30)
     assert done.returncode == 1
@@ -87,6 +89,7 @@ def test_log_linked_to_dev_zero_is_refused(tstat_root):
     log = root / DIRS[0] / TCP
     log.unlink()
     log.symlink_to("/dev/zero")  # read, it grew memory by gigabytes a second
+    settle(root)
     done = cli("-N", "-T", "0", "-d", str(root), timeout=30)
     assert done.returncode == 1
     assert said(done.stderr) == [
@@ -131,6 +134,7 @@ def test_row_with_25_mb_of_nul_bytes_is_a_bad_row_and_memory_stays_flat(tstat_ro
     if compressed:  # 25 KB of gzip that inflate to 25 MB
         gzip_logs(root)
         log = log.with_name(f"{TCP}.gz")
+    settle(root)
     # The peak resident size of this process (VmHWM): ru_maxrss would also count the
     # test process it was forked from.
     measure = (
@@ -179,6 +183,7 @@ def test_messages_over_the_size_cap_are_split(broker, queue_name, tstat_root, tm
     root = tstat_root("full")
     log = root / DIRS[0] / TCP
     widen_rows(log, range(1, 61))
+    settle(root)
     want = expected_flows(capsys, root)
     assert run(config(tmp_path, broker, queue_name), root) == 0
     messages = broker.fetch(queue_name)
@@ -257,6 +262,7 @@ def test_truncated_gz_is_never_marked_and_its_complete_rows_go(tstat_root, tmp_p
         path = root / d / f"{UDP}.gz"
         whole[path] = path.read_bytes()
         path.write_bytes(whole[path][: len(whole[path]) * 2 // 3])
+    settle(root)
     monkeypatch.setitem(transports.BUILTIN, "list", f"{__name__}:CliList")
     args = ["-t", "list", "-T", "0", "-S", "s1", "--include-newest", "-d", str(root)]
     assert send_main(args) == 0
@@ -272,6 +278,7 @@ def test_truncated_gz_is_never_marked_and_its_complete_rows_go(tstat_root, tmp_p
     # The files are whole again (Tstat finished writing): the rest goes, nothing twice.
     for path, data in whole.items():
         path.write_bytes(data)
+    settle(root)
     assert send_main(args) == 0
     key = lambda o: json.dumps(o, sort_keys=True)  # noqa: E731
     assert sorted(map(key, got + CliList.instances[-1].objects())) == sorted(map(key, everything))
@@ -305,6 +312,7 @@ def big_quiet_log(root: Path, rows: int) -> list[int]:
     header, *body = path.read_bytes().splitlines(keepends=True)
     lines = [header] + [body[i % len(body)] for i in range(rows)]
     path.write_bytes(b"".join(lines))
+    settle(root)
     ends, total = [], 0
     for line in lines:
         total += len(line)
@@ -345,9 +353,11 @@ def test_run_killed_in_a_quiet_stretch_resumes_from_what_it_read(tstat_root, mon
     assert done.returncode == -signal.SIGKILL, done.stderr
     state = json.loads((root / DIRS[0] / STATE_NAME).read_text())
     # Recorded at the first poll, with nothing in flight: past row POLL_ROWS (line + 1).
-    assert state["files"][TCP] == {
+    recorded = state["files"][TCP]
+    assert {k: recorded[k] for k in ("offset", "line", "skip", "header_offset", "messages",
+                                     "objects", "rows", "bad_rows")} == {
         "offset": ends[POLL_ROWS], "line": POLL_ROWS + 2, "skip": 0, "header_offset": 0,
-        "messages": 0, "objects": 0,
+        "messages": 0, "objects": 0, "rows": POLL_ROWS, "bad_rows": 0,
     }  # fmt: skip
     monkeypatch.setitem(transports.BUILTIN, "list", f"{__name__}:CliList")
     caplog.set_level("INFO")

@@ -51,7 +51,10 @@ def test_metrics_file_after_a_good_and_a_failed_run(tstat_root, tmp_path, capsys
     last_success = m["tstat_send_last_success_timestamp_seconds"][1]
 
     (root / "2026_11_24_19_20.out/log_tcp_complete").write_text("not tstat\n")
-    code = send_main(["-N", "-T", "0", "-d", str(root), "--metrics-file", str(metrics)])
+    # --settle 0: the log was rewritten just now, which would otherwise make it wait.
+    code = send_main(
+        ["-N", "-T", "0", "--settle", "0", "-d", str(root), "--metrics-file", str(metrics)]
+    )
     capsys.readouterr()
     assert code == 1
     m = read_metrics(metrics)

@@ -34,9 +34,7 @@ def plugin_site(tmp_path_factory) -> Path:
     """A directory into which pip installed the example plugin."""
     if not can_build_offline():
         message = "building tests/plugin_pkg offline needs wheel: pip install -e '.[test]'"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(message)  # a failure under CI (conftest)
     work = tmp_path_factory.mktemp("plugin")
     # A copy, because setuptools writes build/ and *.egg-info/ beside the sources.
     source = shutil.copytree(PLUGIN_SOURCE, work / "source")

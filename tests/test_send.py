@@ -15,6 +15,7 @@ import pytest
 from helpers import ListTransport, jsonl_objects, settings
 
 from tstat_transport.cli import send_main
+from tstat_transport.directories import Status, TstatDirectory
 from tstat_transport.errors import StateError, TransportUnavailable
 from tstat_transport.sender import Sender
 from tstat_transport.state import PROCESSED_NAME, STATE_NAME
@@ -58,12 +59,12 @@ def test_newest_directory_is_left_for_a_later_run(capsys, tstat_root, caplog):
     root = tstat_root("full")
     code, objs, err = send_n(capsys, "-v", "-d", str(root))
     assert code == 0
-    assert len(objs) == sum(FULL_OBJECTS[d] for d in FULL_DIRS[:3])
-    assert {o["start"] for o in objs}.isdisjoint(
-        {o["start"] for o in send_n(capsys, "--include-newest", "-d", str(root))[1][-368:]}
-        - {o["start"] for o in objs}
-    )
     assert "2026_11_24_19_24.out: newest directory, Tstat may still be writing it" in err
+    code, everything, _ = send_n(capsys, "--include-newest", "-d", str(root))
+    assert code == 0
+    # Exactly the three older directories' objects, none of the newest's.
+    assert objs == everything[: -FULL_OBJECTS[FULL_DIRS[3]]]
+    assert len(objs) == sum(FULL_OBJECTS[d] for d in FULL_DIRS[:3])
 
 
 def test_no_transport_marks_nothing_and_sends_again(capsys, tstat_root):
@@ -75,11 +76,13 @@ def test_no_transport_marks_nothing_and_sends_again(capsys, tstat_root):
 
 
 def test_inprogress_cut_rows_are_never_emitted(capsys, data_dir):
-    code, objs, _ = send_n(capsys, "--include-newest", "-d", str(data_dir / "inprogress"))
-    newest = [o for o in objs[506:]]
+    code, objs, err = send_n(capsys, "--include-newest", "-d", str(data_dir / "inprogress"))
+    assert code == 0, err
+    newest = objs[506:]
     # The newest directory's log_tcp_complete holds 111 whole rows and a cut one: exactly
     # the first 222 objects of the finished directory in full/.
-    code, full_objs, _ = send_n(capsys, "--include-newest", "-d", str(data_dir / "full"))
+    code, full_objs, err = send_n(capsys, "--include-newest", "-d", str(data_dir / "full"))
+    assert code == 0, err
     assert newest == full_objs[506 : 506 + 222]
 
 
@@ -91,8 +94,9 @@ def test_single_stops_after_first_directory_with_data(capsys, tstat_root):
 
 def test_pretty_prints_each_message_as_065_did(capsys, data_dir):
     code, compact, _ = send_n(capsys, "--include-newest", "-d", str(data_dir / "full"))
-    send_main(["-N", "-T", "0", "-S", "testsensor", "--pretty", "--include-newest",
-               "-d", str(data_dir / "full")])  # fmt: skip
+    assert code == 0
+    assert send_main(["-N", "-T", "0", "-S", "testsensor", "--pretty", "--include-newest",
+                      "-d", str(data_dir / "full")]) == 0  # fmt: skip
     out = capsys.readouterr().out
     decoder, pos, messages = json.JSONDecoder(), 0, []
     while pos < len(out):
@@ -237,9 +241,9 @@ def test_newest_with_cut_line_is_sent_but_not_marked_until_complete(tstat_root, 
     full_root = tstat_root("full")
     full = ListTransport(settings(full_root))
     with full:
-        Sender(settings(full_root), full).process_directory(
-            full_root / "2026_11_24_19_20.out", True
-        )
+        name = "2026_11_24_19_20.out"
+        record = TstatDirectory(full_root / name, name, Status.DUE, complete=True)
+        Sender(settings(full_root), full).process_directory(record)
     assert t1.objects()[506:] + t2.objects() == full.objects()
 
 
@@ -295,7 +299,7 @@ def test_summary_line_at_verbose(capsys, data_dir, caplog):
     send_main(["-N", "-T", "0", "-v", "--include-newest", "-d", str(data_dir / "full")])
     err = capsys.readouterr().err
     assert (
-        "summary: dirs_done=4 dirs_failed=0 dirs_skipped=0 dirs_waiting=0 rows=999 "
+        "summary: dirs_done=4 dirs_failed=0 dirs_skipped=0 dirs_waiting=0 dirs_ignored=0 rows=999 "
         "bad_rows=0 objects=1998 messages=24" in err
     )
 

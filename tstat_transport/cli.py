@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import logging
 import math
@@ -16,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Iterator, NoReturn, Sequence
 
-from . import __version__
-from .config import ConfigFile, Settings
+from . import __version__, anonymize
+from .config import DEFAULT_SETTLE_SECONDS, ConfigFile, Settings
 from .cull import DEFAULT_TTL_HOURS, Candidate, CullReport, cull, describe
+from .directories import require_tstat_output, scan
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -35,10 +37,11 @@ from .errors import (
 )
 from .logsetup import hide_secrets, setup_logging
 from .metrics import write_metrics
-from .progress import Progress
-from .sender import RunStats, Sender, default_sensor
+from .progress import ProgressLine
+from .sender import Sender, default_sensor
 from .state import run_lock
-from .transports import BUILTIN, available, get_transport
+from .stats import RunStats
+from .transports import BUILTIN, Transport, available, get_transport
 
 log = logging.getLogger("tstat_transport")
 
@@ -46,29 +49,29 @@ log = logging.getLogger("tstat_transport")
 # home, where ./config.ini is rarely what was meant.
 SYSTEM_CONFIG = Path("/etc/tstat_transport/config.ini")
 
-# Ended by a signal or by a closed pipe: the same for both commands.
-_SIGNAL_CODES = f"""\
-  {EXIT_INTERRUPTED}  interrupted (Ctrl-C): what was confirmed is kept, the next run carries on
-  {EXIT_TERMINATED}  terminated (SIGTERM: systemctl stop, kill): the same
-  {EXIT_BROKEN_PIPE}  the reader of standard output went away (`| head`)
-"""
-
 EXIT_CODES_HELP = f"""\
 exit codes:
-  {EXIT_OK}   everything due was delivered (skipped bad rows are counted, not failures)
-  {EXIT_FAILED}   some directory could not be delivered (see the error lines)
-  {EXIT_USAGE}   usage or configuration error; nothing was sent
-  {EXIT_TEMPFAIL}  temporary: the receiver is unreachable, or another run holds the lock;
+  {EXIT_OK}    everything due was delivered (skipped bad rows are counted, not failures)
+  {EXIT_FAILED}    some directory could not be delivered (see the error lines)
+  {EXIT_USAGE}    usage or configuration error; nothing was sent
+  {EXIT_TEMPFAIL}   temporary: the receiver is unreachable, or another run holds the lock;
        the next run carries on where this one stopped
-{_SIGNAL_CODES}"""
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C): what the receiver confirmed is kept, the next run
+       carries on from there
+  {EXIT_BROKEN_PIPE}  the reader of standard output went away (`tstat_send -N | head`)
+  {EXIT_TERMINATED}  terminated (SIGTERM: systemctl stop, kill), as {EXIT_INTERRUPTED}
+"""
 
 CULL_EXIT_CODES_HELP = f"""\
 exit codes:
-  {EXIT_OK}   everything planned was removed, or nothing was due
-  {EXIT_FAILED}   something could not be removed (see the error lines)
-  {EXIT_USAGE}   usage error; nothing was touched
-  {EXIT_TEMPFAIL}  tstat_send or another cull holds the lock; nothing removed
-{_SIGNAL_CODES}"""
+  {EXIT_OK}    everything planned was removed, or nothing was due
+  {EXIT_FAILED}    something could not be removed (see the error lines)
+  {EXIT_USAGE}    usage error; nothing was touched
+  {EXIT_TEMPFAIL}   tstat_send or another cull holds the lock; nothing removed
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); the next run finishes what was left
+  {EXIT_BROKEN_PIPE}  the reader of standard output went away (`tstat_cull -D | head`)
+  {EXIT_TERMINATED}  terminated (SIGTERM), as {EXIT_INTERRUPTED}
+"""
 
 
 class _UsageError(Exception):
@@ -282,6 +285,14 @@ def build_send_parser() -> argparse.ArgumentParser:
         "capture); by default it is left until a newer one exists",
     )
     p.add_argument(
+        "--settle",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_SETTLE_SECONDS,
+        help="a directory counts as complete only once a newer one exists and its logs "
+        "have not changed for SECONDS (default: %(default)g)",
+    )
+    p.add_argument(
         "--check-config",
         action="store_true",
         help="validate the config, connect to the receiver and check the queue (rabbit) "
@@ -310,6 +321,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     directory = Path(args.directory)
     if not args.threshold >= 0:
         raise ConfigError(f"--threshold {args.threshold:g}: must be 0 or more megabytes")
+    if not 0 <= args.settle < float("inf"):
+        raise ConfigError(f"--settle {args.settle:g}: must be 0 or more seconds")
     transport = "stdout" if args.no_transport else args.transport
     return Settings(
         directory=directory,
@@ -319,6 +332,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         instance=args.instance if args.instance is not None else 0,
         single=args.single,
         include_newest=args.include_newest,
+        settle_seconds=args.settle,
         pretty=args.pretty,
         config_path=Path(args.config) if args.config is not None else None,
     )
@@ -326,15 +340,22 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def find_config(given: Path | None) -> Path:
     """-c if given; else ./config.ini if it exists; else SYSTEM_CONFIG. Raises ConfigError."""
+    found = _optional_config(given)
+    if found is None:
+        raise ConfigError(
+            f"no config file: neither ./config.ini nor {SYSTEM_CONFIG} exists "
+            "(give one with -c/--config)"
+        )
+    return found
+
+
+def _optional_config(given: Path | None) -> Path | None:
     if given is not None:
         return given
     for candidate in (Path("config.ini"), SYSTEM_CONFIG):
         if candidate.exists():
             return candidate
-    raise ConfigError(
-        f"no config file: neither ./config.ini nor {SYSTEM_CONFIG} exists "
-        "(give one with -c/--config)"
-    )
+    return None
 
 
 def _other_sections(cls: type) -> set[str]:
@@ -347,23 +368,35 @@ def _other_sections(cls: type) -> set[str]:
     return sections
 
 
-def _load_transport(settings: Settings):
+def _load_transport(settings: Settings) -> tuple[Transport, Settings]:
+    """The transport, and the settings completed from the config file ([anonymize])."""
     cls = get_transport(settings.transport)
     if cls.needs_config:
         path = find_config(settings.config_path)
         log.info("config: %s", path)
         config = ConfigFile(path)
         hide_secrets(config.secrets())
-        config.check_unknown(cls.config_sections, _other_sections(cls))
+        known = {**cls.config_sections, **anonymize.CONFIG_SECTIONS}
+        config.check_unknown(known, _other_sections(cls))
     else:
-        config = ConfigFile(None)
-    return cls(settings, config)
+        # -N needs no config file, but one that is given or found may ask for
+        # anonymisation, which must hold wherever the flows go: its [anonymize] is
+        # read (and checked); the other sections are the transports' business.
+        config = ConfigFile(_optional_config(settings.config_path))
+        hide_secrets(config.secrets())
+        config.check_unknown(anonymize.CONFIG_SECTIONS, config.sections())
+    settings = dataclasses.replace(settings, anonymize=anonymize.from_config(config))
+    if settings.anonymize is not None:
+        log.debug("addresses are anonymised: %s", settings.anonymize.label)
+    return cls(settings, config), settings
 
 
 def run_send(settings: Settings, stats: RunStats, show_progress: bool = False) -> int:
-    transport = _load_transport(settings)
+    transport, settings = _load_transport(settings)
+    # Before the lock: a root with no Tstat output (a typo, `-d /`) gets no lock file.
+    require_tstat_output(scan(settings.directory, settings.settle_seconds))
     log.debug("sending %s through %s", settings.directory, transport.describe())
-    progress = Progress(settings.directory, sys.stderr) if show_progress else None
+    progress = ProgressLine(settings, sys.stderr) if show_progress else None
     try:
         if not transport.marks_processed:
             # Nothing is written to the root, so there is nothing to race with: no
@@ -382,7 +415,7 @@ def run_send(settings: Settings, stats: RunStats, show_progress: bool = False) -
 
 def check_config(settings: Settings) -> int:
     """--check-config: validate, connect, check; print one line; send nothing."""
-    transport = _load_transport(settings)
+    transport, _ = _load_transport(settings)
     print(transport.check())
     return EXIT_OK
 
@@ -434,8 +467,7 @@ def _send(args: argparse.Namespace) -> int:
     log.info("summary: %s exit=%d", stats.summary(), code)
     if args.metrics_file and settings is not None:
         try:
-            write_metrics(Path(args.metrics_file), stats, code, settings.directory,
-                          settings.include_newest, settings.sensor)  # fmt: skip
+            write_metrics(Path(args.metrics_file), stats, code, settings)
         except TstatError as exc:
             log.error("metrics not written: %s", exc)
             code = code or exc.exit_code

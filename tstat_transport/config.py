@@ -14,15 +14,22 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, TypeVar
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .anonymize import Anonymizer
 
 log = logging.getLogger(__name__)
 
 # `user:password@` in a URL or host value; group 2 is the password.
 _USERINFO_RE = re.compile(r"([^\s:/@,\[\]]+):([^\s@/,]+)@")
-_SECRET_KEY_RE = re.compile(r"pass|secret|token|auth_value|credential", re.IGNORECASE)
+# `key`: [anonymize]'s pseudonymisation key.
+_SECRET_KEY_RE = re.compile(r"pass|secret|token|auth_value|credential|^key$", re.IGNORECASE)
+# A secret key written inside another value (two lines run together: `host = h password = x`);
+# group 2 is the secret.
+_EMBEDDED_RE = re.compile(r"((?:pass|secret|token|auth_value|credential)\w*\s*[=:]\s*)(\S+)", re.I)
 # configparser keeps `value   # note` whole; Tstat configs never need ' #' or ' ;' in a value.
 _INLINE_COMMENT_RE = re.compile(r"\s[#;]")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
@@ -30,6 +37,11 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _MISSING = object()
 T = TypeVar("T")
+
+
+# How long a directory's logs must have been unchanged before it counts as complete
+# (--settle); directories.py states the whole rule.
+DEFAULT_SETTLE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -43,8 +55,10 @@ class Settings:
     instance: str | int = 0
     single: bool = False
     include_newest: bool = False
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
     pretty: bool = False
     config_path: Path | None = None
+    anonymize: Anonymizer | None = None  # from the config's [anonymize]; None sends addresses
 
     @property
     def threshold_bits(self) -> float:
@@ -174,6 +188,7 @@ class ConfigFile:
         for section in self.sections():
             for key, raw in self._parser[section].items():
                 found.update(m.group(2) for m in _USERINFO_RE.finditer(raw))
+                found.update(m.group(2) for m in _EMBEDDED_RE.finditer(raw))
                 if not _is_secret(key):
                     plain.add(raw.strip())
                     continue
@@ -235,7 +250,7 @@ def mask(key: str, value: str) -> str:
     password of any `user:password@` replaced by `***`."""
     if _is_secret(key):
         return "<hidden>"
-    return repr(_USERINFO_RE.sub(r"\1:***@", value))
+    return repr(_EMBEDDED_RE.sub(r"\1***", _USERINFO_RE.sub(r"\1:***@", value)))
 
 
 def _scan(text: str, source: str) -> dict[tuple[str, str], int]:

@@ -23,12 +23,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, TstatError
-from .state import PROCESSED_NAME, is_tstat_dir_name, run_lock
+from . import directories
+from .directories import CULLING_PREFIX, Status
+from .errors import ConfigError
+from .state import PROCESSED_NAME, run_lock
 
 log = logging.getLogger(__name__)
 
-CULLING_PREFIX = ".culling-"
 DEFAULT_TTL_HOURS = 48.0
 
 
@@ -118,43 +119,32 @@ def tree_size(path: Path) -> int:
 def scan(
     root: Path, ttl_seconds: float, now: float, keep_min: int = 0
 ) -> tuple[list[Candidate], list[Candidate]]:
-    """Find `.culling-*` leftovers and expired processed directories directly under `root`.
+    """Find `.culling-*` leftovers and expired processed directories under `root`.
 
+    Which directories exist is directories.scan's answer, the one tstat_send walks.
     Returns (leftovers, expired); expired is oldest marker first, and leaves at
     least `keep_min` processed directories (expired or not) in place.
-    Raises TstatError if `root` cannot be listed.
+    Raises NoTstatDirectories if there is no Tstat directory under `root`, TstatError
+    if `root` cannot be listed.
     """
-    leftovers: list[Candidate] = []
-    processed: list[tuple[float, str]] = []
-    try:
-        with os.scandir(root) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        raise TstatError(f"cannot list {root}: {exc.strerror}") from exc
-    for entry in entries:
-        name = entry.name
-        path = root / name
-        if name.startswith(CULLING_PREFIX) and is_tstat_dir_name(name[len(CULLING_PREFIX) :]):
-            leftovers.append(Candidate(path, tree_size(path)))
-            continue
-        if not is_tstat_dir_name(name):
-            continue
-        if entry.is_symlink():
-            # Its target may be anywhere, even outside the root: only real directories go.
-            log.info("%s: a symlink, not culled", path)
-            continue
-        if not entry.is_dir(follow_symlinks=False):
-            continue
-        mtime = marker_mtime(path)
+    found = directories.scan(root, now=now)
+    directories.require_tstat_output(found)
+    for link in found.symlinks:
+        # Its target may be anywhere, even outside the root: only real directories go.
+        log.info("%s: a symlink, not culled", link)
+    leftovers = [Candidate(path, tree_size(path)) for path in found.leftovers]
+    processed: list[tuple[float, Path]] = []
+    # An unreadable directory or a strange marker is looked at too, to say why it stays.
+    for record in found.having(Status.PROCESSED, Status.UNREADABLE):
+        mtime = marker_mtime(record.path)
         if mtime is not None:
-            processed.append((mtime, name))
+            processed.append((mtime, record.path))
     processed.sort()
     removable = max(0, len(processed) - keep_min)
     expired: list[Candidate] = []
-    for mtime, name in processed:
+    for mtime, path in processed:
         if not is_expired(mtime, now, ttl_seconds):
             continue
-        path = root / name
         if len(expired) == removable:
             log.info("%s: expired, kept by --keep-min %d", path, keep_min)
             continue
@@ -240,7 +230,7 @@ def remove_expired(
         log.info("%s: changed since the scan, kept", path)
         report.kept_on_recheck.append(path)
         return
-    hidden = root / (CULLING_PREFIX + path.name)
+    hidden = path.parent / (CULLING_PREFIX + path.name)
     try:
         os.rename(path, hidden)
     except OSError as exc:
@@ -261,7 +251,8 @@ def cull(
 
     A real run holds the lock tstat_send takes; a dry run reads only, without it.
     Raises ConfigError for a bad root or TTL, AlreadyRunning if tstat_send or
-    another cull holds the lock, TstatError if the root cannot be listed.
+    another cull holds the lock, NoTstatDirectories if there is nothing Tstat-like
+    under the root, TstatError if the root cannot be listed.
     """
     root = Path(os.path.abspath(root))
     if not root.is_dir():
@@ -277,6 +268,8 @@ def cull(
         leftovers, expired = scan(root, ttl_seconds, time.time() if now is None else now, keep_min)
         report.planned = leftovers + expired
         return report
+    # Before the lock: a root with no Tstat output (a typo, `-d /`) gets no lock file.
+    directories.require_tstat_output(directories.scan(root))
     with run_lock(root):
         now = time.time() if now is None else now
         leftovers, expired = scan(root, ttl_seconds, now, keep_min)

@@ -52,10 +52,13 @@ def hide_secrets(values: Iterable[str]) -> None:
 
 
 def setup_logging(verbose: bool = False, debug: bool = False, quiet: bool = False) -> None:
-    """Configure the root logger for a CLI run.
+    """Send log lines to stderr for a CLI run.
 
     Default WARNING (cron mails any output, so a good run is silent); -v INFO;
-    -D DEBUG for our own modules and pika's protocol detail.
+    -D DEBUG for our own modules and pika's protocol detail; -q ERROR.
+    The level is the handler's: the root logger's level is left alone, so a run in a
+    process that does other things (tests, a caller of send_main) does not silence
+    or flood their logging; only our own logger is opened up for -v and -D.
     """
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     if quiet and not (verbose or debug):
@@ -68,8 +71,11 @@ def setup_logging(verbose: bool = False, debug: bool = False, quiet: bool = Fals
     handler._tstat_transport = True  # type: ignore[attr-defined]
     _FORMATTER.secrets = ()  # each run registers those of its own config
     handler.setFormatter(_FORMATTER)
+    handler.setLevel(level)
     root.addHandler(handler)
-    root.setLevel(level)
+    logging.getLogger("tstat_transport").setLevel(
+        level if level < logging.WARNING else logging.NOTSET
+    )
     # pika logs every frame at DEBUG, and each failure it reports to us at ERROR, with
     # tracebacks: the transport turns those into one line, so only -D shows pika's own.
     # CRITICAL still shows (pika uses it for protocol breaches).

@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sender import RunStats, find_directories
-from .state import PROCESSED_NAME, write_atomic
+from .config import Settings
+from .directories import Status, scan
+from .state import write_atomic
+from .stats import RunStats
 
 log = logging.getLogger(__name__)
 
@@ -26,29 +28,24 @@ _LAST_SUCCESS_RE = re.compile(
 
 @dataclass(frozen=True)
 class Backlog:
-    """Complete directories not yet delivered, and how old the oldest is."""
+    """What the root holds: Tstat directories seen and ignored, and the complete ones
+    not yet delivered with the age of the oldest."""
 
     directories: int
     oldest_age_seconds: float
+    seen: int = 0
+    ignored: int = 0
 
 
-def directory_time(name: str) -> float | None:
-    """Unix time of a Tstat directory name (Tstat names it in local time)."""
-    try:
-        return time.mktime(time.strptime(name[:16], "%Y_%m_%d_%H_%M"))
-    except ValueError:
-        return None
-
-
-def measure_backlog(root: Path, include_newest: bool, now: float | None = None) -> Backlog:
+def measure_backlog(settings: Settings, now: float | None = None) -> Backlog:
     now = time.time() if now is None else now
-    directories = find_directories(root)
-    if directories and not include_newest:
-        directories = directories[:-1]  # still being written: not backlog yet
-    waiting = [d for d in directories if not (d / PROCESSED_NAME).exists()]
-    oldest = directory_time(waiting[0].name) if waiting else None
-    age = max(0.0, now - oldest) if oldest is not None else 0.0
-    return Backlog(len(waiting), age)
+    found = scan(settings.directory, settings.settle_seconds, settings.include_newest, now)
+    # Due (and unreadable: due, but failing) directories are backlog; those Tstat may
+    # still write are not yet.
+    behind = found.having(Status.DUE, Status.UNREADABLE)
+    times = [d.started for d in behind if d.started is not None]
+    age = max(0.0, now - min(times)) if times else 0.0
+    return Backlog(len(behind), age, found.seen, len(found.having(Status.IGNORED)))
 
 
 def _escape(value: str) -> str:
@@ -90,6 +87,18 @@ def render(stats: RunStats, exit_code: int, backlog: Backlog, labels: dict[str, 
     metric("backlog_oldest_age_seconds", "gauge",
            "Age of the oldest complete directory not yet delivered (0 if none).",
            backlog.oldest_age_seconds)  # fmt: skip
+    metric(
+        "directories_seen",
+        "gauge",
+        "Tstat directories under the root (0: the root holds no Tstat output).",
+        backlog.seen,
+    )
+    metric(
+        "directories_ignored",
+        "gauge",
+        "Directories named with an impossible or future date, left alone.",
+        backlog.ignored,
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -104,10 +113,11 @@ def previous_last_success(path: Path) -> float | None:
         return None
 
 
-def write_metrics(path: Path, stats: RunStats, exit_code: int, root: Path,
-                  include_newest: bool, sensor: str) -> None:  # fmt: skip
-    """Write the metrics file; raises StateError if it cannot be written."""
+def write_metrics(path: Path, stats: RunStats, exit_code: int, settings: Settings) -> None:
+    """Write the metrics file; raises StateError if it cannot be written, TstatError
+    if the root cannot be listed."""
     last_success = stats.finished if exit_code == 0 else previous_last_success(path)
-    backlog = measure_backlog(root, include_newest)
-    text = render(stats, exit_code, backlog, {"root": str(root), "sensor": sensor}, last_success)
+    backlog = measure_backlog(settings)
+    labels = {"root": str(settings.directory), "sensor": settings.sensor}
+    text = render(stats, exit_code, backlog, labels, last_success)
     write_atomic(path, text.encode(), durable=False)

@@ -3,38 +3,38 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TextIO
 
-from .sender import RunStats, find_directories
-from .state import PROCESSED_NAME
+from .config import Settings
+from .directories import Scan, Status, scan
+from .sender import LOGS
+from .stats import RunStats
 
 
-def _due_bytes(root: Path) -> tuple[int, int]:
-    """Directories not yet processed and the size of their logs (for the ETA)."""
-    count = size = 0
-    for directory in find_directories(root):
-        if (directory / PROCESSED_NAME).exists():
-            continue
-        count += 1
-        for name in ("log_tcp_complete", "log_udp_complete"):
+def _due_bytes(found: Scan) -> tuple[int, int]:
+    """Directories this run will send and the size of their logs (for the ETA)."""
+    due = found.having(Status.DUE)
+    size = 0
+    for directory in due:
+        for name, _ in LOGS:
             try:
-                size += (directory / name).stat().st_size
+                size += (directory.path / name).stat().st_size
             except OSError:
                 pass
-    return count, size
+    return len(due), size
 
 
-class Progress:
+class ProgressLine:
     """Redraws one line on `stream` at most twice a second: directories, rows/s, ETA."""
 
     interval = 0.5
 
-    def __init__(self, root: Path, stream: TextIO):
+    def __init__(self, settings: Settings, stream: TextIO):
         self.stream = stream
         self.started = time.monotonic()
         self.last = 0.0
-        self.dirs_total, self.bytes_total = _due_bytes(root)
+        found = scan(settings.directory, settings.settle_seconds, settings.include_newest)
+        self.dirs_total, self.bytes_total = _due_bytes(found)
         self.drawn = False
 
     def __call__(self, stats: RunStats, directory: str, rows: int, log_bytes: int) -> None:

@@ -4,29 +4,44 @@ Each row of `log_tcp_complete` or `log_udp_complete` gives up to two flow object
 direction `in` (the client's `c_` columns, src = client) and `out` (the server's
 `s_` columns, src = server), each kept only if its num_bits reaches the threshold.
 
-Columns are found by header name once per file. For each header a converter is
-generated as straight-line Python (the technique collections.namedtuple uses): the
-column indices are constants in its code, only the columns it uses are converted,
-and both directions come from one split. A level that lacks an optional column
-(core has no RTT, window or option columns) gives objects without those keys.
+Columns are found by header name once per file. Two converters are built per header
+from one field table: the reference (`Reference`, plain Python: a loop over the
+table) gives flow dicts, and the fast encoder (generated straight-line code, as
+collections.namedtuple does, with the column indices as constants) writes the same
+objects directly as compact JSON text. The fast one declines any row it is not sure
+of, and the reference decides. A level that lacks an optional column (core has no
+RTT, window or option columns) gives objects without those keys.
 """
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import json
+import linecache
 import re
 from dataclasses import dataclass
 from operator import itemgetter
+from socket import AF_INET6, inet_pton
 from typing import Any, Callable, Sequence
 
+from .anonymize import Anonymizer
 from .errors import TstatError
+
+# The version of the message format (doc/message-format.md), sent with every message.
+# Fields are only ever added; a change in the meaning of an existing one bumps it.
+FORMAT_VERSION = 1
 
 # Column kinds: how the text is turned into a value.
 INT = "int"  # counters, ports: int(text)
 FLOAT = "float"  # Tstat's %f columns: round(float(text), 3), as the original did
-STR = "str"  # addresses: kept as text
+ADDRESS = "address"  # c_ip, s_ip: an IPv4 or IPv6 address, kept as Tstat wrote it
 
-Converter = Callable[[Sequence[str]], list]
+# How a value is made from its column(s).
+SIDE = "side"  # the column of the object's direction: c_<column> (in), s_<column> (out)
+MIN = "min"  # min(c_<column>, s_<column>): the same in both directions
+MAX = "max"  # max(c_<column>, s_<column>)
+RATIO = "ratio"  # <column> / <over> of the object's direction; integer 0 unless both non-zero
 
 
 class Unusual(ValueError):
@@ -39,19 +54,23 @@ class LogFormatError(TstatError):
 
 @dataclass(frozen=True)
 class Field:
-    """One key of `values`, the Tstat column it comes from and how."""
+    """One key of `values`, the Tstat column(s) it comes from and how."""
 
     key: str
-    column: str  # for directional fields, the name without its c_/s_ prefix
+    column: str  # the name without its c_/s_ prefix
     kind: str
-    directional: bool = True
+    how: str = SIDE
+    over: str = ""  # RATIO: the denominator column
 
 
-# TCP values after the five rate fields, in the original's order. Optional: a header
-# without the column gives objects without the key.
+# TCP values after the five rate fields, in the contract's order. Optional: a header
+# without the column(s) gives objects without the key.
 TCP_EXTRA = (
     Field("tcp_rexmit_bytes", "bytes_retx", INT),
     Field("tcp_rexmit_pkts", "pkts_retx", INT),
+    # Added by the original's 0.6.8 (format version 1).
+    Field("tcp_rexmit_rate", "pkts_retx", INT, how=RATIO, over="pkts_data"),
+    Field("tcp_syn_cnt", "syn_cnt", INT),
     Field("tcp_rtt_avg", "rtt_avg", FLOAT),
     Field("tcp_rtt_min", "rtt_min", FLOAT),
     Field("tcp_rtt_max", "rtt_max", FLOAT),
@@ -68,14 +87,14 @@ TCP_EXTRA = (
     Field("tcp_cwin_max", "cwin_max", INT),
     Field("tcp_out_seq_pkts", "pkts_ooo", INT),
     Field("tcp_window_scale", "win_scl", INT),
-    Field("tcp_mss", "mss", INT, directional=False),  # min(c_mss, s_mss)
+    Field("tcp_mss", "mss", INT, how=MIN),
     Field("tcp_max_seg_size", "mss_max", INT),
     Field("tcp_min_seg_size", "mss_min", INT),
     # 0.6.5 fills the two window fields from the congestion-window columns; kept so.
     Field("tcp_win_max", "cwin_max", INT),
     Field("tcp_win_min", "cwin_min", INT),
     Field("tcp_initial_cwin", "cwin_ini", INT),
-    Field("tcp_sack_cnt", "sack_cnt", INT, directional=False),  # max(c_sack_cnt, s_sack_cnt)
+    Field("tcp_sack_cnt", "sack_cnt", INT, how=MAX),
 )
 
 TCP_REQUIRED = (
@@ -89,8 +108,8 @@ UDP_REQUIRED = (
 
 # Which columns a converter reads, with their kind: used to explain a bad row.
 _KINDS = {
-    "c_ip": STR,
-    "s_ip": STR,
+    "c_ip": ADDRESS,
+    "s_ip": ADDRESS,
     "first": FLOAT,
     "last": FLOAT,
     "durat": FLOAT,
@@ -110,6 +129,20 @@ def kind_of(column: str) -> str:
     return INT
 
 
+def address(text: str) -> str:
+    """`text` itself if it is an IPv4 or IPv6 address; ValueError otherwise."""
+    ipaddress.ip_address(text)
+    return text
+
+
+def _cast(kind: str, text: str) -> Any:
+    if kind == INT:
+        return int(text)
+    if kind == FLOAT:
+        return round(float(text), 3)
+    return address(text)
+
+
 @dataclass(frozen=True)
 class Options:
     """What shapes the objects: recorded in the progress state of each directory."""
@@ -117,36 +150,9 @@ class Options:
     threshold_bits: float
     sensor: str
     instance: str | int
-
-
-@dataclass(frozen=True)
-class RowConverter:
-    """A compiled converter for one header, and the columns it reads (name -> index)."""
-
-    protocol: str
-    ncols: int
-    convert: Converter  # the reference: row -> flow dicts
-    encode: Callable[[Sequence[str]], list]  # the fast path: row -> JSON texts, or Unusual
-    columns: dict[str, int]
-    missing: tuple[str, ...]  # optional columns this level does not have
-
-    def explain(self, fields: Sequence[str]) -> str:
-        """Why `fields` could not be converted: the first column with a bad value."""
-        if len(fields) != self.ncols:
-            return f"expected {self.ncols} fields, found {len(fields)}"
-        for name, idx in self.columns.items():
-            text = fields[idx]
-            kind = kind_of(name)
-            try:
-                if kind == INT:
-                    int(text)
-                elif kind == FLOAT:
-                    if float(text) != float(text):  # nan
-                        raise ValueError
-            except ValueError:
-                want = "an integer" if kind == INT else "a number"
-                return f"column {name} = {text[:40]!r} is not {want}"
-        return "cannot convert row"
+    # Applied to every address when set (meta.anonymization says which); never recorded
+    # in the state, which must not hold a key.
+    anonymize: Anonymizer | None = None
 
 
 def _index(names: Sequence[str]) -> dict[str, int]:
@@ -164,167 +170,196 @@ def _require(index: dict[str, int], required: Sequence[str], protocol: str) -> N
         )
 
 
-def _early_exit(index: dict[str, int], volume: str) -> list[str]:
-    # Most rows of a busy sensor are below the threshold in both directions: they
-    # cost two int() and nothing else (their other values are not looked at).
+def _field_columns(fld: Field, prefix: str) -> list[str]:
+    """The columns `fld` reads for the direction of `prefix` (c_ or s_)."""
+    if fld.how in (MIN, MAX):
+        return [f"c_{fld.column}", f"s_{fld.column}"]
+    if fld.how == RATIO:
+        return [prefix + fld.column, prefix + fld.over]
+    return [prefix + fld.column]
+
+
+def tcp_fields(index: dict[str, int]) -> list[Field]:
+    """The fields of TCP_EXTRA this header has every column of."""
     return [
-        f"c_bits = int(f[{index['c_' + volume]}]) * 8",
-        f"s_bits = int(f[{index['s_' + volume]}]) * 8",
-        "if c_bits < threshold and s_bits < threshold:",
-        "    return []",
-    ]
+        fld for fld in TCP_EXTRA
+        if all(c in index for p in ("c_", "s_") for c in _field_columns(fld, p))
+    ]  # fmt: skip
 
 
-def _conv(kind: str, idx: int) -> str:
-    if kind == INT:
-        return f"int(f[{idx}])"
-    if kind == FLOAT:
-        return f"round(float(f[{idx}]), 3)"
-    return f"f[{idx}]"
+class Reference:
+    """The reference converter: a row (its fields) to its flow dicts.
+
+    Plain Python over the field table; raises ValueError (or IndexError,
+    ZeroDivisionError, OverflowError) for a row it cannot convert.
+    """
+
+    def __init__(self, protocol: str, index: dict[str, int], options: Options) -> None:
+        self.protocol = protocol
+        self.threshold = options.threshold_bits
+        self.sensor, self.instance = options.sensor, options.instance
+        self.anonymize = options.anonymize
+        self.ip = index["c_ip"], index["s_ip"]
+        self.port = index["c_port"], index["s_port"]
+        volume = "bytes_uniq" if protocol == "tcp" else "bytes_all"
+        self.volume = index["c_" + volume], index["s_" + volume]
+        if protocol == "tcp":
+            self.durat, self.first, self.last = index["durat"], index["first"], index["last"]
+            self.packets = index["c_pkts_data"], index["s_pkts_data"]
+            # Per direction: (key, how, kind, column indices) for each field present.
+            self.extra = tuple(
+                tuple(
+                    (fld.key, fld.how, fld.kind, [index[c] for c in _field_columns(fld, p)])
+                    for fld in tcp_fields(index)
+                )
+                for p in ("c_", "s_")
+            )
+        else:
+            self.packets = index["c_pkts_all"], index["s_pkts_all"]
+            self.udp_durat = index["c_durat"], index["s_durat"]
+            self.first_abs = index["c_first_abs"], index["s_first_abs"]
+
+    def __call__(self, f: Sequence[str]) -> list[dict[str, Any]]:
+        bits = int(f[self.volume[0]]) * 8, int(f[self.volume[1]]) * 8
+        # Most rows of a busy sensor are below the threshold in both directions: they
+        # cost two int() and nothing else (their other values are not looked at).
+        if bits[0] < self.threshold and bits[1] < self.threshold:
+            return []
+        ips = [address(f[self.ip[0]]), address(f[self.ip[1]])]
+        if self.anonymize is not None:
+            ips = [self.anonymize.apply(ip) for ip in ips]
+        ports = int(f[self.port[0]]), int(f[self.port[1]])
+        if self.protocol == "tcp":
+            durat = round(float(f[self.durat]), 3)
+            start = int(round(float(f[self.first]), 3) / 1000)
+            end = int(round(float(f[self.last]), 3) / 1000)
+        out = []
+        for d in (0, 1):
+            if bits[d] < self.threshold:
+                continue
+            packets = int(f[self.packets[d]])
+            if self.protocol == "tcp":
+                values = self._rates(durat / 1000, bits[d], packets, durat != 0)
+                values.update(self._tcp_extra(f, d))
+            else:
+                # Tstat writes UDP c_durat/s_durat in seconds with 6 decimals (TCP durat
+                # is in ms); 0.6.5 divided them by 1000 anyway. Here duration is in
+                # seconds like TCP's, and the rates use the full microsecond precision.
+                seconds = float(f[self.udp_durat[d]])
+                values = self._rates(seconds, bits[d], packets, seconds != 0)
+                start = int(round(float(f[self.first_abs[d]]), 3) / 1000)
+                end = int(start + values["duration"])
+            out.append({"type": "flow", "interval": 600, "values": values,
+                        "meta": self._meta(ips, ports, d), "start": start, "end": end})  # fmt: skip
+        return out
+
+    @staticmethod
+    def _rates(seconds: float, bits: int, packets: int, timed: bool) -> dict[str, Any]:
+        return {
+            "duration": round(seconds, 2),
+            "num_bits": bits,
+            "num_packets": packets,
+            "bits_per_second": round(bits / seconds, 2) if timed else 0,
+            "packets_per_second": round(packets / seconds, 2) if timed else 0,
+        }
+
+    def _tcp_extra(self, f: Sequence[str], d: int) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for key, how, kind, cols in self.extra[d]:
+            if how == SIDE:
+                values[key] = _cast(kind, f[cols[0]])
+                continue
+            a, b = _cast(kind, f[cols[0]]), _cast(kind, f[cols[1]])
+            if how == MIN:
+                values[key] = a if a < b else b
+            elif how == MAX:
+                values[key] = a if a > b else b
+            else:  # RATIO, as the original's 0.6.8: unrounded, and 0 without both
+                values[key] = a / b if a and b else 0
+        return values
+
+    def _meta(self, ips: list[str], ports: tuple[int, int], d: int) -> dict[str, Any]:
+        meta = {"src_ip": ips[d], "src_port": ports[d], "dst_ip": ips[1 - d],
+                "dst_port": ports[1 - d], "protocol": self.protocol, "sensor_id": self.sensor,
+                "instance_id": self.instance, "flow_type": "tstat"}  # fmt: skip
+        if self.anonymize is not None:
+            meta["anonymization"] = self.anonymize.label
+        return meta
 
 
-_META = (
-    '"meta": {{"src_ip": {src_ip}, "src_port": {src_port}, "dst_ip": {dst_ip}, '
-    '"dst_port": {dst_port}, "protocol": "{protocol}", "sensor_id": sensor, '
-    '"instance_id": instance, "flow_type": "tstat"}}'
-)
+@dataclass(frozen=True)
+class RowConverter:
+    """The converters for one header, and the columns they read (name -> index)."""
+
+    protocol: str
+    ncols: int
+    convert: Callable[[Sequence[str]], list]  # the reference: row -> flow dicts
+    encode: Callable[[Sequence[str]], list]  # the fast path: row -> JSON texts, or Unusual
+    columns: dict[str, int]
+
+    def explain(self, fields: Sequence[str]) -> str:
+        """Why `fields` could not be converted: the first column with a bad value."""
+        if len(fields) != self.ncols:
+            return f"expected {self.ncols} fields, found {len(fields)}"
+        for name, idx in self.columns.items():
+            text = fields[idx]
+            kind = kind_of(name)
+            try:
+                if kind == ADDRESS:
+                    address(text)
+                elif kind == INT:
+                    int(text)
+                elif float(text) != float(text):  # nan
+                    raise ValueError
+            except ValueError:
+                want = {ADDRESS: "an IP address", INT: "an integer"}.get(kind, "a number")
+                return f"column {name} = {text[:40]!r} is not {want}"
+        return "cannot convert row"
+
+
+def _used_columns(protocol: str, index: dict[str, int]) -> dict[str, int]:
+    """Every column the converters read, in the order a bad row is explained."""
+    names = list(TCP_REQUIRED if protocol == "tcp" else UDP_REQUIRED)
+    if protocol == "tcp":
+        for fld in tcp_fields(index):
+            for prefix in ("c_", "s_"):
+                names += _field_columns(fld, prefix)
+    return {name: index[name] for name in dict.fromkeys(names)}
 
 
 def compile_converter(protocol: str, names: Sequence[str], options: Options) -> RowConverter:
-    """Build the row converter for a header (cleaned column names, in file order).
+    """Build the row converters for a header (cleaned column names, in file order).
 
     Raises LogFormatError when a required column is missing.
     """
     index = _index(names)
-    if protocol == "tcp":
-        _require(index, TCP_REQUIRED, protocol)
-        source, used, missing = _tcp_source(index)
-    elif protocol == "udp":
-        _require(index, UDP_REQUIRED, protocol)
-        source, used, missing = _udp_source(index)
-    else:
+    if protocol not in ("tcp", "udp"):
         raise ValueError(protocol)
-    fast = (_tcp_fast_source if protocol == "tcp" else _udp_fast_source)(index, used)
+    _require(index, TCP_REQUIRED if protocol == "tcp" else UDP_REQUIRED, protocol)
+    used = _used_columns(protocol, index)
+    anonymize = options.anonymize
+    label = "" if anonymize is None else ',"anonymization":' + json.dumps(anonymize.label)
+    source_of = _tcp_fast_source if protocol == "tcp" else _udp_fast_source
+    fast = source_of(index, used, anonymize is not None)
     namespace: dict[str, Any] = {
         "threshold": options.threshold_bits,
-        "sensor": options.sensor,
-        "instance": options.instance,
         "SENSOR": json.dumps(options.sensor),
         "INSTANCE": json.dumps(options.instance),
+        "ANONYMIZATION": label,
+        "anonymize": None if anonymize is None else anonymize.apply,
         "Unusual": Unusual,
-        "ints_ok": _INTS_OK,
-        "text_ok": _TEXT_OK,
+        "row_ok": _ROW_OK,
+        "ipv6_ok": _ipv6_ok,
         "pick": itemgetter(*_passthrough(index, used)),  # ports at least: a tuple
     }
-    exec(compile(source, f"<tstat {protocol} converter>", "exec"), namespace)  # noqa: S102
-    exec(compile(fast, f"<tstat {protocol} encoder>", "exec"), namespace)  # noqa: S102
+    # A real file name, so a traceback through the encoder shows its source lines.
+    digest = hashlib.sha1(fast.encode()).hexdigest()[:12]
+    filename = f"<tstat {protocol} encoder {digest}>"
+    _remember_source(filename, fast)
+    exec(compile(fast, filename, "exec"), namespace)  # noqa: S102
     return RowConverter(
-        protocol, len(names), namespace["convert"], namespace["encode"], used, missing
+        protocol, len(names), Reference(protocol, index, options), namespace["encode"], used
     )
-
-
-def _tcp_source(index: dict[str, int]) -> tuple[str, dict[str, int], tuple[str, ...]]:
-    used = {c: index[c] for c in TCP_REQUIRED}
-    missing = []
-    pre = [
-        *_early_exit(index, "bytes_uniq"),
-        f"durat = round(float(f[{index['durat']}]), 3)",
-        "seconds = durat / 1000",
-        "duration = round(seconds, 2)",
-        f"start = int(round(float(f[{index['first']}]), 3) / 1000)",
-        f"end = int(round(float(f[{index['last']}]), 3) / 1000)",
-        f"c_ip = f[{index['c_ip']}]",
-        f"c_port = int(f[{index['c_port']}])",
-        f"s_ip = f[{index['s_ip']}]",
-        f"s_port = int(f[{index['s_port']}])",
-    ]
-    # Values that do not depend on direction, computed once per row.
-    shared: dict[str, str] = {}
-    pairs = (("mss", "{a} if {a} < {b} else {b}"), ("sack_cnt", "{a} if {a} > {b} else {b}"))
-    for name, expr_of in pairs:
-        c_col, s_col = f"c_{name}", f"s_{name}"
-        if c_col in index and s_col in index:
-            used[c_col], used[s_col] = index[c_col], index[s_col]
-            pre.append(f"{name}_c = int(f[{index[c_col]}])")
-            pre.append(f"{name}_s = int(f[{index[s_col]}])")
-            pre.append(f"{name} = " + expr_of.format(a=f"{name}_c", b=f"{name}_s"))
-            shared[name] = name
-        else:
-            missing.append(name)
-
-    body = ["def convert(f):", *("    " + line for line in pre), "    out = []"]
-    for direction, prefix, src, dst in (("in", "c_", "c", "s"), ("out", "s_", "s", "c")):
-        extra = []
-        for fld in TCP_EXTRA:
-            if not fld.directional:
-                if fld.column in shared:
-                    extra.append(f'"{fld.key}": {shared[fld.column]}')
-                continue
-            col = prefix + fld.column
-            if col in index:
-                used[col] = index[col]
-                extra.append(f'"{fld.key}": {_conv(fld.kind, index[col])}')
-            elif direction == "in":
-                missing.append(fld.column)
-        values = ", ".join(
-            [
-                '"duration": duration',
-                '"num_bits": bits',
-                '"num_packets": packets',
-                '"bits_per_second": round(bits / seconds, 2) if durat != 0 else 0',
-                '"packets_per_second": round(packets / seconds, 2) if durat != 0 else 0',
-                *extra,
-            ]
-        )
-        meta = _META.format(
-            src_ip=f"{src}_ip", src_port=f"{src}_port", dst_ip=f"{dst}_ip",
-            dst_port=f"{dst}_port", protocol="tcp",
-        )  # fmt: skip
-        body += [
-            f"    bits = {prefix}bits",
-            "    if bits >= threshold:",
-            f"        packets = int(f[{index[prefix + 'pkts_data']}])",
-            '        out.append({"type": "flow", "interval": 600, '
-            f'"values": {{{values}}}, {meta}, "start": start, "end": end}})',
-        ]
-    body.append("    return out")
-    return "\n".join(body) + "\n", used, tuple(dict.fromkeys(missing))
-
-
-def _udp_source(index: dict[str, int]) -> tuple[str, dict[str, int], tuple[str, ...]]:
-    used = {c: index[c] for c in UDP_REQUIRED}
-    body = [
-        "def convert(f):",
-        *("    " + line for line in _early_exit(index, "bytes_all")),
-        f"    c_ip = f[{index['c_ip']}]",
-        f"    c_port = int(f[{index['c_port']}])",
-        f"    s_ip = f[{index['s_ip']}]",
-        f"    s_port = int(f[{index['s_port']}])",
-        "    out = []",
-    ]
-    for prefix, src, dst in (("c_", "c", "s"), ("s_", "s", "c")):
-        meta = _META.format(
-            src_ip=f"{src}_ip", src_port=f"{src}_port", dst_ip=f"{dst}_ip",
-            dst_port=f"{dst}_port", protocol="udp",
-        )  # fmt: skip
-        # Tstat writes UDP c_durat/s_durat in seconds with 6 decimals (TCP durat is
-        # in ms); 0.6.5 divided them by 1000 anyway. Here duration is in seconds like
-        # TCP's, and the rates use the full microsecond precision, as TCP's do.
-        body += [
-            f"    bits = {prefix}bits",
-            "    if bits >= threshold:",
-            f"        packets = int(f[{index[prefix + 'pkts_all']}])",
-            f"        seconds = float(f[{index[prefix + 'durat']}])",
-            "        duration = round(seconds, 2)",
-            f"        start = int(round(float(f[{index[prefix + 'first_abs']}]), 3) / 1000)",
-            '        out.append({"type": "flow", "interval": 600, "values": {'
-            '"duration": duration, "num_bits": bits, "num_packets": packets, '
-            '"bits_per_second": round(bits / seconds, 2) if seconds != 0 else 0, '
-            '"packets_per_second": round(packets / seconds, 2) if seconds != 0 else 0}, '
-            f'{meta}, "start": start, "end": int(start + duration)}})',
-        ]
-    body.append("    return out")
-    return "\n".join(body) + "\n", used, ()
 
 
 # -- The fast path -------------------------------------------------------------------
@@ -334,20 +369,40 @@ def _udp_source(index: dict[str, int]) -> tuple[str, dict[str, int], tuple[str, 
 # reference's objects (tests/test_records.py checks every real row and generated
 # ones); for any value it is not sure of it raises Unusual and the reference decides.
 
+# One check per row of the columns copied as text: "c_ip s_ip port port int int ...".
 # Integers as printf writes them, so the text is its own JSON (no "007", "+5", "-0").
-_INTS_OK = re.compile(r"(?:0|-?[1-9][0-9]*)(?: (?:0|-?[1-9][0-9]*))*").fullmatch
-# Addresses needing no JSON escaping.
-_TEXT_OK = re.compile(r"[0-9A-Za-z.:%_-]+").fullmatch
+# Two IPv4 addresses as ipaddress accepts them (no leading zeros), or two words that
+# may be IPv6 addresses (group 1), which _ipv6_ok then checks; neither needs escaping.
+_INT = r"(?:0|-?[1-9][0-9]*)"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+_ROW_OK = re.compile(rf"(?:{_IPV4} {_IPV4}|([0-9a-fA-F:.]+ [0-9a-fA-F:.]+))(?: {_INT})+").fullmatch
+
+
+def _ipv6_ok(text: str) -> bool:
+    # inet_pton takes only hex digits, colons and dots (nothing to escape in JSON) and
+    # no scope (%eth0), so what it accepts ipaddress accepts too; it costs a tenth of
+    # ipaddress.IPv6Address. Anything it refuses goes to the reference.
+    try:
+        inet_pton(AF_INET6, text)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _remember_source(filename: str, source: str) -> None:
+    """Let tracebacks through generated code show its lines."""
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
 
 
 def _passthrough(index: dict[str, int], used: dict[str, int]) -> list[int]:
-    """Columns copied as text into the JSON: ports and the plain integer TCP values."""
-    cols = ["c_port", "s_port"]
+    """Columns copied as text into the JSON: addresses, ports, plain integer TCP values."""
+    cols = ["c_ip", "s_ip", "c_port", "s_port"]
     cols += [c for c in used if kind_of(c) == INT and c[2:] in _PLAIN_TCP_INTS]
     return [index[c] for c in dict.fromkeys(cols)]
 
 
-_PLAIN_TCP_INTS = {f.column for f in TCP_EXTRA if f.directional and f.kind == INT}
+_PLAIN_TCP_INTS = {f.column for f in TCP_EXTRA if f.how in (SIDE, RATIO) and f.kind == INT}
 
 
 def _round3(var: str, expr: str, limit: str = "1e9") -> list[str]:
@@ -393,31 +448,71 @@ def _indent(lines: list[str], depth: int) -> list[str]:
     return [" " * (4 * depth) + line for line in lines]
 
 
-def _fast_meta(src: str, dst: str, protocol: str) -> str:
+def _fast_meta(src: str, dst: str, protocol: str, anonymized: bool) -> str:
     return (
         f'"meta":{{{{"src_ip":"{{{src}_ip}}","src_port":{{{src}_port}},'
         f'"dst_ip":"{{{dst}_ip}}","dst_port":{{{dst}_port}},"protocol":"{protocol}",'
-        '"sensor_id":{SENSOR},"instance_id":{INSTANCE},"flow_type":"tstat"}}'
+        '"sensor_id":{SENSOR},"instance_id":{INSTANCE},"flow_type":"tstat"'
+        + ("{ANONYMIZATION}}}" if anonymized else "}}")
     )
 
 
-def _fast_head(index: dict[str, int], volume: str) -> list[str]:
+def _early_exit(index: dict[str, int], volume: str) -> list[str]:
+    # As the reference: a row below the threshold in both directions costs two int().
+    return [
+        f"c_bits = int(f[{index['c_' + volume]}]) * 8",
+        f"s_bits = int(f[{index['s_' + volume]}]) * 8",
+        "if c_bits < threshold and s_bits < threshold:",
+        "    return []",
+    ]
+
+
+def _fast_head(index: dict[str, int], volume: str, anonymized: bool) -> list[str]:
     return [
         "def encode(f):",
         *_indent(_early_exit(index, volume), 1),
-        '    if not ints_ok(" ".join(pick(f))):',
+        '    m = row_ok(" ".join(pick(f)))',
+        "    if m is None:",
         "        raise Unusual",
         f"    c_ip = f[{index['c_ip']}]",
         f"    s_ip = f[{index['s_ip']}]",
-        "    if not (text_ok(c_ip) and text_ok(s_ip)):",
+        "    if m.group(1) is not None and not (ipv6_ok(c_ip) and ipv6_ok(s_ip)):",
         "        raise Unusual",
+        *(["    c_ip = anonymize(c_ip)", "    s_ip = anonymize(s_ip)"] if anonymized else []),
         f"    c_port = f[{index['c_port']}]",
         f"    s_port = f[{index['s_port']}]",
     ]
 
 
-def _tcp_fast_source(index: dict[str, int], used: dict[str, int]) -> str:
-    body = _fast_head(index, "bytes_uniq")
+def _tcp_fast_extra(
+    fields: list[Field], index: dict[str, int], prefix: str
+) -> tuple[list[str], list[str]]:
+    """For one direction: the JSON members of the TCP_EXTRA fields, and the lines
+    computing the values they format."""
+    members, computed = [], []
+    for fld in fields:
+        cols = [index[c] for c in _field_columns(fld, prefix)]
+        if fld.how in (MIN, MAX):
+            members.append(f'"{fld.key}":{{{fld.column}}}')
+        elif fld.how == RATIO:
+            # The numerator is a passthrough column (canonical text, so "0" is zero);
+            # the denominator is often the packets already converted.
+            den = "packets" if cols[1] == index[prefix + "pkts_data"] else f"int(f[{cols[1]}])"
+            computed.append(
+                f"{fld.key} = repr(int(f[{cols[0]}]) / {den}) "
+                f"if f[{cols[0]}] != '0' and {den} else '0'"
+            )
+            members.append(f'"{fld.key}":{{{fld.key}}}')
+        elif fld.kind == FLOAT:
+            computed += _round3(fld.column, f"float(f[{cols[0]}])")
+            members.append(f'"{fld.key}":{{{fld.column}!r}}')
+        else:
+            members.append(f'"{fld.key}":{{f[{cols[0]}]}}')
+    return members, computed
+
+
+def _tcp_fast_source(index: dict[str, int], used: dict[str, int], anonymized: bool) -> str:
+    body = _fast_head(index, "bytes_uniq", anonymized)
     body += _indent(_round3("durat", f"float(f[{index['durat']}])"), 1)
     body += [
         "    seconds = durat / 1000",
@@ -425,45 +520,37 @@ def _tcp_fast_source(index: dict[str, int], used: dict[str, int]) -> str:
     ]
     body += _indent(_seconds("start", f"float(f[{index['first']}])"), 1)
     body += _indent(_seconds("end", f"float(f[{index['last']}])"), 1)
-    for name, op in (("mss", "<"), ("sack_cnt", ">")):
-        if f"c_{name}" in used and f"s_{name}" in used:
+    fields = tcp_fields(index)
+    for fld in fields:
+        if fld.how in (MIN, MAX):  # the same in both directions: once per row
             body += [
-                f"    a = int(f[{index[f'c_{name}']}])",
-                f"    b = int(f[{index[f's_{name}']}])",
-                f"    {name} = a if a {op} b else b",
+                f"    a = int(f[{index[f'c_{fld.column}']}])",
+                f"    b = int(f[{index[f's_{fld.column}']}])",
+                f"    {fld.column} = a if a {'<' if fld.how == MIN else '>'} b else b",
             ]
     body.append("    out = []")
     for prefix, src, dst in (("c_", "c", "s"), ("s_", "s", "c")):
+        members, computed = _tcp_fast_extra(fields, index, prefix)
         values = [
             '"duration":{duration}',
             '"num_bits":{bits}',
             '"num_packets":{packets}',
             '"bits_per_second":{bps!r}',
             '"packets_per_second":{pps!r}',
+            *members,
         ]
-        floats = []
-        for fld in TCP_EXTRA:
-            if not fld.directional:
-                if f"c_{fld.column}" in used and f"s_{fld.column}" in used:
-                    values.append(f'"{fld.key}":{{{fld.column}}}')
-                continue
-            col = prefix + fld.column
-            if col not in used:
-                continue
-            if fld.kind == FLOAT:
-                floats += _round3(fld.column, f"float(f[{index[col]}])")
-                values.append(f'"{fld.key}":{{{fld.column}!r}}')
-            else:
-                values.append(f'"{fld.key}":{{f[{index[col]}]}}')
         text = (
-            '{{"type":"flow","interval":600,"values":{{' + ",".join(values) + "}},"
-            + _fast_meta(src, dst, "tcp") + ',"start":{start},"end":{end}}}'
+            '{{"type":"flow","interval":600,"values":{{'
+            + ",".join(values)
+            + "}},"
+            + _fast_meta(src, dst, "tcp", anonymized)
+            + ',"start":{start},"end":{end}}}'
         )
         body += [
             f"    bits = {prefix}bits",
             "    if bits >= threshold:",
             f"        packets = int(f[{index[prefix + 'pkts_data']}])",
-            *_indent(floats, 2),
+            *_indent(computed, 2),
             "        if durat != 0:",
             *_indent(_round2("bps", "bits / seconds"), 3),
             *_indent(_round2("pps", "packets / seconds"), 3),
@@ -475,15 +562,16 @@ def _tcp_fast_source(index: dict[str, int], used: dict[str, int]) -> str:
     return "\n".join(body) + "\n"
 
 
-def _udp_fast_source(index: dict[str, int], used: dict[str, int]) -> str:
-    body = _fast_head(index, "bytes_all")
+def _udp_fast_source(index: dict[str, int], used: dict[str, int], anonymized: bool) -> str:
+    body = _fast_head(index, "bytes_all", anonymized)
     body.append("    out = []")
     for prefix, src, dst in (("c_", "c", "s"), ("s_", "s", "c")):
         text = (
             '{{"type":"flow","interval":600,"values":{{"duration":{duration!r},'
             '"num_bits":{bits},"num_packets":{packets},"bits_per_second":{bps!r},'
             '"packets_per_second":{pps!r}}},'
-            + _fast_meta(src, dst, "udp") + ',"start":{start},"end":{end}}}'
+            + _fast_meta(src, dst, "udp", anonymized)
+            + ',"start":{start},"end":{end}}}'
         )
         body += [
             f"    bits = {prefix}bits",

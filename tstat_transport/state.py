@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import pwd
-import re
 import stat
 import tempfile
 from pathlib import Path
@@ -23,8 +22,6 @@ from .errors import AlreadyRunning, StateError
 
 log = logging.getLogger(__name__)
 
-# Tstat names each rotated directory after the packet time that opened it.
-TSTAT_DIR_RE = re.compile(r"^\d{4}_\d{2}_\d{2}_\d{2}_\d{2}\.out$")
 
 PROCESSED_NAME = ".processed"
 STATE_NAME = ".tstat_send.state"
@@ -40,11 +37,6 @@ def _file_mode() -> int:
 
 
 _FILE_MODE = _file_mode()
-
-
-def is_tstat_dir_name(name: str) -> bool:
-    """True for names Tstat gives its rotated directories (`2016_02_17_12_53.out`)."""
-    return TSTAT_DIR_RE.match(name) is not None
 
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
@@ -115,6 +107,9 @@ def read_json(path: Path) -> Any | None:
             return json.loads(data)
         except (OSError, ValueError) as exc:
             log.warning("%s: ignoring unreadable state file (%s)", path, exc)
+            return None
+        except RecursionError:  # nested deeper than json can parse: not a file we wrote
+            log.warning("%s: ignoring unreadable state file (nested too deeply)", path)
             return None
 
 

@@ -32,6 +32,7 @@ and these headers:
   where it holds `%` or a character outside printable ASCII;
 - `X-Timestamp`: the message's timestamp (integer Unix seconds);
 - `X-Flow-Count`: how many flow objects the array holds;
+- `X-Tstat-Format-Version`: the message format's version (doc/message-format.md);
 - `X-Tstat-Headers`: the message's other headers as a JSON object, when it has any.
 
 Delivery guarantee: at-least-once. A message is confirmed only when the receiver answers 2xx,
@@ -225,6 +226,8 @@ class HttpTransport(Transport):
             "X-Timestamp": str(int(message.timestamp)),
             "X-Flow-Count": str(message.count),
         }
+        if "format_version" in message.headers:
+            headers["X-Tstat-Format-Version"] = str(message.headers["format_version"])
         if message.headers:
             headers["X-Tstat-Headers"] = json.dumps(
                 message.headers, separators=(",", ":"), sort_keys=True, default=str

@@ -7,7 +7,7 @@ Config sections (every key and its default in doc/rabbitmq.md; parsed by rabbit_
   keep a cron run from hanging: window, connect_retries, retry_delay, timeout,
   heartbeat, blocked_connection_timeout, confirm_timeout, nack_retries.
 - `[rabbit_queue_options]`: durable, exclusive, auto_delete, passive (booleans); any
-  other key is a queue argument (`x-queue-type = quorum`).
+  other key is a queue argument (`x-queue-type = quorum`), which starts with x-.
 - `[ssl_options]`: ca_certs, certfile, keyfile, server_hostname, verify (or the
   original's `cert_reqs = CERT_NONE`).
 

@@ -6,6 +6,7 @@ Read and checked once, with no I/O beyond loading the TLS files, into one frozen
 
 from __future__ import annotations
 
+import difflib
 import logging
 import ssl
 import urllib.parse
@@ -190,6 +191,10 @@ def _parse_node(text: str, where: str, default_port: int) -> Node:
     # several colons and takes the default port.
     host, port_text = text, ""
     shown = mask("host", text)
+    if any(c.isspace() for c in text):
+        # Two lines run together (`host = h password = x`) would be echoed, password
+        # and all, in every connection error.
+        raise ConfigError(f"{where} = {shown}: expected a host name, found spaces")
     if "@" in text or "://" in text:
         # A URL here would be taken for a host name and echoed, password and all,
         # in every connection error.
@@ -227,7 +232,18 @@ def _read_queue_options(config: ConfigFile, queue: str) -> tuple[dict[str, bool]
     }
     passive = config.get_bool(QUEUE_OPTIONS, "passive", False)
     # Every other key is a queue argument: `x-max-length = 10000` becomes the integer
-    # 10000, as the broker requires; `x-queue-type = quorum` stays a string.
+    # 10000, as the broker requires; `x-queue-type = quorum` stays a string. Queue
+    # arguments all start with x-: any other key is a misspelled flag (`durabel`),
+    # which the broker would accept as an argument and ignore.
+    for key in config.raw_keys(QUEUE_OPTIONS):
+        if key not in QUEUE_FLAGS and not key.lower().startswith("x-"):
+            close = difflib.get_close_matches(key, QUEUE_FLAGS, n=1, cutoff=0.6)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else f"not a flag ({', '.join(QUEUE_FLAGS)}), and queue arguments start with x-"
+            )
+            raise ConfigError(f"{config.name}: [{QUEUE_OPTIONS}] {key}: unknown key ({hint})")
     arguments: dict[str, Any] = {
         key: parse_scalar(value)
         for key, value in config.items(QUEUE_OPTIONS).items()

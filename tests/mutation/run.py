@@ -1,0 +1,405 @@
+"""Break each promise of README.md and doc/ in turn, and require the tests to notice.
+
+Usage: python tests/mutation/run.py [--list] [ID ...]
+
+Each mutation below names the promise it breaks, the exact code that keeps it, what to
+put there instead, and the tests that must then fail. The repository (tracked and new
+files, as they are now) is copied once to a scratch directory; the tests of each
+mutation run there with the code broken, in file order, stopping at the first failure.
+
+A mutation passes when pytest exits 1 (a test failed). It is an error when pytest exits
+0 (the promise is unguarded), with any other code (the tests did not run: 2
+interrupted, 4 usage, 5 nothing collected), or takes longer than --timeout (a hang
+must fail, not stall). A mutation whose original code is not found exactly as often as
+listed is an error too, so the list follows the code as it changes: fix the snippet
+when you rewrite what it names. Before any mutation, the same tests run on the intact
+copy and must pass, so a failure is the mutation's doing.
+
+Add a mutation with every promise you add (see tests/mutation/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    promise: str  # what breaks, in the words of the docs
+    file: str
+    original: str
+    replacement: str
+    tests: tuple[str, ...]
+    count: int = 1  # how many times `original` occurs (all are replaced)
+
+
+P = "tests/test_promises.py::"
+D = "tests/test_delivery.py::"
+S = "tests/test_send.py::"
+R = "tests/test_rabbit_transport.py::"
+C = "tests/test_cull.py::"
+
+MUTATIONS = [
+    # -- doc/delivery.md: at least once --------------------------------------------------
+    Mutation(
+        "flush-error-swallowed",
+        "a directory is marked .processed only after every message is confirmed",
+        "tstat_transport/sender.py",
+        "            self.transport.flush()\n",
+        "            try:\n"
+        "                self.transport.flush()\n"
+        "            except TransportError:\n"
+        "                pass\n",
+        (P + "test_failed_final_flush_leaves_the_directory_unmarked",),
+    ),
+    Mutation(
+        "no-final-flush",
+        "a directory is marked .processed only after every message is confirmed",
+        "tstat_transport/sender.py",
+        "            self.transport.flush()\n",
+        "",
+        (P + "test_failed_final_flush_leaves_the_directory_unmarked",),
+    ),
+    Mutation(
+        "progress-out-of-order",
+        "the state records the position after the last message confirmed in order",
+        "tstat_transport/sender.py",
+        "while pending and pending[0].confirmed:",
+        "while pending and any(p.confirmed for p in pending):",
+        (P + "test_confirms_out_of_order_record_only_the_in_order_part",),
+    ),
+    Mutation(
+        "state-not-saved-on-failure",
+        "a run that fails leaves the confirmed progress behind",
+        "tstat_transport/sender.py",
+        "                self._checkpoint(durable=True)\n",
+        "                pass\n",
+        (P + "test_progress_confirmed_before_a_failure_is_saved",),
+    ),
+    Mutation(
+        "state-on-failure-not-durable",
+        "the progress saved when a run fails survives a power cut",
+        "tstat_transport/sender.py",
+        "self._checkpoint(durable=True)",
+        "self._checkpoint(durable=False)",
+        (P + "test_marker_and_state_are_fsynced_before_and_after_the_rename",),
+    ),
+    Mutation(
+        "no-fsync-of-file",
+        "markers and state are written durably (fsync before the rename)",
+        "tstat_transport/state.py",
+        "                os.fsync(f.fileno())\n",
+        "                pass\n",
+        (P + "test_marker_and_state_are_fsynced_before_and_after_the_rename",),
+    ),
+    Mutation(
+        "no-fsync-of-directory",
+        "markers and state are written durably (the rename fsynced in its directory)",
+        "tstat_transport/state.py",
+        "                os.fsync(dfd)\n",
+        "                pass\n",
+        (P + "test_marker_and_state_are_fsynced_before_and_after_the_rename",),
+    ),
+    Mutation(
+        "write-in-place",
+        "the state file is replaced atomically: a failed write leaves the previous one",
+        "tstat_transport/state.py",
+        'fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")',
+        "fd, tmp = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), str(path)",
+        (P + "test_a_failed_state_write_leaves_the_previous_state",),
+    ),
+    Mutation(
+        "resume-from-start",
+        "the next run reads the state file from that position and sends the rest",
+        "tstat_transport/sender.py",
+        '        return pos, entry["messages"]\n',
+        "        return Position(), 0\n",
+        (P + "test_progress_confirmed_before_a_failure_is_saved",),
+    ),
+    Mutation(
+        "message-id-not-deterministic",
+        "every message has a deterministic id, the same on every resend",
+        "tstat_transport/sender.py",
+        'message_id=f"{prefix}{number}",',
+        'message_id=f"{prefix}{number}:{time.time()}",',
+        (S + "test_failure_mid_directory_resumes_without_loss",),
+    ),
+    Mutation(
+        "processed-not-skipped",
+        "a directory marked .processed is skipped from then on",
+        "tstat_transport/sender.py",
+        "            if (directory / PROCESSED_NAME).exists():\n"
+        "                self.stats.dirs_skipped += 1",
+        "            if False:\n                self.stats.dirs_skipped += 1",
+        (S + "test_directory_marked_only_after_everything_confirmed",),
+    ),
+    # -- RabbitMQ: durable, persistent, mandatory, confirms ------------------------------
+    Mutation(
+        "queue-not-durable",
+        "the queue is declared durable unless configured otherwise",
+        "tstat_transport/transports/rabbit.py",
+        '"durable": config.get_bool(QUEUE_OPTIONS, "durable", True),',
+        '"durable": config.get_bool(QUEUE_OPTIONS, "durable", False),',
+        (P + "test_the_queue_is_declared_durable_by_default",),
+    ),
+    Mutation(
+        "transient-messages",
+        "messages are persistent (delivery_mode = 2)",
+        "tstat_transport/transports/rabbit.py",
+        "delivery_mode=pika.DeliveryMode.Persistent,",
+        "delivery_mode=pika.DeliveryMode.Transient,",
+        (P + "test_the_queue_is_declared_durable_by_default",),
+    ),
+    Mutation(
+        "not-mandatory",
+        "a message the broker cannot route is a failure, never a success",
+        "tstat_transport/transports/rabbit.py",
+        "message.body, properties, mandatory=True",
+        "message.body, properties, mandatory=False",
+        (D + "test_unroutable_routing_key_is_a_failure_not_a_success",),
+    ),
+    Mutation(
+        "return-ignored",
+        "a message the broker returned is a failure, never a success",
+        "tstat_transport/transports/rabbit.py",
+        "            if tag in self._returned:\n",
+        "            if False:\n",
+        (R + "test_unroutable_message_fails_and_is_never_confirmed",),
+    ),
+    Mutation(
+        "nack-taken-for-ack",
+        "a negative confirm is a failure, never a success",
+        "tstat_transport/transports/rabbit.py",
+        "nack = isinstance(method, pika.spec.Basic.Nack)",
+        "nack = False",
+        (R + "test_nack_fails_and_reports_only_accepted_messages",),
+    ),
+    Mutation(
+        "multiple-ignored",
+        "an ack with `multiple` confirms every message up to its tag (and never hangs)",
+        "tstat_transport/transports/rabbit.py",
+        "        if method.multiple:\n",
+        "        if False:\n",
+        (P + "test_acks_with_multiple_confirm_every_message_they_cover",),
+    ),
+    Mutation(
+        "unavailable-not-temporary",
+        "exit 75 when the broker is unreachable: the next run carries on",
+        "tstat_transport/errors.py",
+        "class AlreadyRunning(TstatError):",
+        "TransportUnavailable.exit_code = EXIT_FAILED\n\n\nclass AlreadyRunning(TstatError):",
+        (D + "test_broker_down_at_start",),
+    ),
+    # -- HTTP: only a 2xx is a confirm ---------------------------------------------------
+    Mutation(
+        "http-any-status-confirms",
+        "an HTTP message is confirmed only by a 2xx answer",
+        "tstat_transport/transports/http.py",
+        "if 200 <= response.status < 300:",
+        "if 200 <= response.status < 600:",
+        ("tests/test_http_transport.py::test_client_error_fails_at_once",),
+    ),
+    # -- README: how it works ------------------------------------------------------------
+    Mutation(
+        "newest-sent",
+        "the newest directory is left for a later run (Tstat is still writing it)",
+        "tstat_transport/sender.py",
+        "        newest = directories[-1] if directories else None\n",
+        "        newest = None\n",
+        (S + "test_newest_directory_is_left_for_a_later_run",),
+    ),
+    Mutation(
+        "cut-line-marked",
+        "a log that ends in a half-written row keeps its directory unmarked",
+        "tstat_transport/sender.py",
+        "                if logfile.stats.incomplete_tail:\n                    waiting = True\n",
+        "                if logfile.stats.incomplete_tail:\n                    waiting = False\n",
+        (S + "test_newest_with_cut_line_is_sent_but_not_marked_until_complete",),
+    ),
+    Mutation(
+        "bad-row-stops-the-file",
+        "a bad row is counted, reported and skipped; the rest of the file still goes out",
+        "tstat_transport/reader.py",
+        "        self.stats.bad_rows += 1\n",
+        '        raise LogFormatError(f"{self.path}:{line}: {reason}")\n',
+        (S + "test_bad_rows_and_missing_logs_do_not_stop_the_directory",),
+    ),
+    Mutation(
+        "threshold-ignored",
+        "each direction is kept only if it moved at least --threshold MB",
+        "tstat_transport/records.py",
+        '"    if bits >= threshold:",',
+        '"    if bits >= 0:",',
+        (S + "test_subprocess_bin_script",),
+        count=4,
+    ),
+    Mutation(
+        "no-lock",
+        "a second run started meanwhile exits with 75 and sends nothing",
+        "tstat_transport/state.py",
+        "            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n",
+        "            pass\n",
+        (D + "test_overlapping_run_sends_nothing_and_says_why_at_verbose",),
+    ),
+    Mutation(
+        "stdout-marks",
+        "-N marks nothing and writes nothing",
+        "tstat_transport/sender.py",
+        "        self.tracking = transport.marks_processed\n",
+        "        self.tracking = True\n",
+        (S + "test_no_transport_marks_nothing_and_sends_again",),
+    ),
+    # -- doc/cull.md ---------------------------------------------------------------------
+    Mutation(
+        "cull-ignores-ttl",
+        "a directory is removed only once its marker is at least --ttl hours old",
+        "tstat_transport/cull.py",
+        "    return age >= 0 and age >= ttl_seconds\n",
+        "    return age >= 0\n",
+        (C + "test_removes_only_directories_whose_marker_is_older_than_ttl",),
+    ),
+    Mutation(
+        "cull-ignores-keep-min",
+        "--keep-min N never leaves fewer than N processed directories",
+        "tstat_transport/cull.py",
+        "    removable = max(0, len(processed) - keep_min)\n",
+        "    removable = len(processed)\n",
+        (C + "test_keep_min_keeps_the_newest_processed_directories",),
+    ),
+    Mutation(
+        "cull-follows-symlinks",
+        "a symlinked .out directory is left alone, link and target",
+        "tstat_transport/cull.py",
+        "        if entry.is_symlink():\n",
+        "        if False:\n",
+        (C + "test_symlinked_tstat_directory_is_not_culled_nor_its_target",),
+    ),
+]
+
+
+def scratch_copy(dest: Path) -> None:
+    """The repository's files as they are now (tracked, and new ones not ignored)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():  # a file deleted but not yet committed is skipped
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+
+
+def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int | None, str]:
+    """pytest's exit code (None on timeout) and the tail of its output."""
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly",
+           "-p", "no:cacheprovider", *tests]  # fmt: skip
+    try:
+        done = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True,
+                              timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return None, ""
+    return done.returncode, (done.stdout + done.stderr)[-2000:]
+
+
+def apply(copy: Path, mutation: Mutation) -> str | None:
+    """Break the copy; return its original text, or None if the snippet is not found."""
+    path = copy / mutation.file
+    text = path.read_text()
+    if text.count(mutation.original) != mutation.count:
+        return None
+    path.write_text(text.replace(mutation.original, mutation.replacement))
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("ids", nargs="*", help="run only these mutations")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per mutation")
+    args = parser.parse_args(argv)
+    ids = [m.id for m in MUTATIONS]
+    assert len(set(ids)) == len(ids), "duplicate mutation ids"
+    if args.list:
+        for m in MUTATIONS:
+            print(f"{m.id:32} {m.file:38} {m.promise}")
+        return 0
+    unknown = set(args.ids) - set(ids)
+    if unknown:
+        parser.error(f"unknown mutation(s): {', '.join(sorted(unknown))}")
+    chosen = [m for m in MUTATIONS if not args.ids or m.id in args.ids]
+
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="tstat-mutation-") as scratch:
+        copy = Path(scratch)
+        scratch_copy(copy)
+        # The scratch copy's code is the one the tests import (not an installed one).
+        found = subprocess.run(
+            [sys.executable, "-c", "import tstat_transport; print(tstat_transport.__file__)"],
+            cwd=copy, env={**os.environ, "PYTHONPATH": str(copy)}, capture_output=True,
+            text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        if not Path(found).resolve().is_relative_to(copy.resolve()):
+            print(f"mutation: the tests would import {found}, not the copy", file=sys.stderr)
+            return 2
+        for m in chosen:
+            original = apply(copy, m)
+            if original is None:
+                problems.append(f"{m.id}: {m.file} no longer holds its original code "
+                                f"{m.count} time(s): update the snippet in {__file__}")  # fmt: skip
+            else:
+                (copy / m.file).write_text(original)
+        if problems:
+            print("\n".join(problems), file=sys.stderr)
+            return 2
+        tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+        started = time.monotonic()
+        code, tail = run_tests(copy, tests, args.timeout)
+        print(f"intact code: pytest exit {code} in {time.monotonic() - started:.0f}s "
+              f"({len(tests)} tests)", flush=True)  # fmt: skip
+        if code != 0:
+            print(tail, file=sys.stderr)
+            return 1
+
+        for m in chosen:
+            original = apply(copy, m)
+            assert original is not None
+            started = time.monotonic()
+            try:
+                code, tail = run_tests(copy, m.tests, args.timeout)
+            finally:
+                (copy / m.file).write_text(original)
+            seconds = time.monotonic() - started
+            if code == 1:
+                failed = [x for x in tail.splitlines() if x.startswith(("FAILED ", "ERROR tests"))]
+                verdict = f"caught: {failed[0][:150] if failed else 'a test failed'}"
+            elif code == 0:
+                verdict = "NOT CAUGHT: the tests pass with the promise broken"
+            elif code is None:
+                verdict = f"HUNG: no result within {args.timeout:g}s"
+            else:
+                verdict = f"ERROR: pytest exit {code}, the tests did not run"
+            print(f"{m.id:32} {verdict} ({seconds:.0f}s)", flush=True)
+            if code != 1:
+                problems.append(f"{m.id} ({m.promise}): {verdict}\n{tail}")
+    if problems:
+        print("\n".join(["", *problems]), file=sys.stderr)
+        return 1
+    print(f"all {len(chosen)} mutations caught")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tstat_transport.config import ConfigFile, Settings
 from tstat_transport.errors import TransportError, TransportUnavailable
+from tstat_transport.state import STATE_NAME
 from tstat_transport.transports import Message, Transport
 
 
@@ -86,7 +87,11 @@ class FaultyTransport(ListTransport):
     - `reverse`: a full window is confirmed newest first, and its oldest message only
       with the next window (acks out of order).
     - `batch`: a full window is confirmed all at once, as one ack with `multiple` does.
-    Every message confirmed is kept in `confirmed`, in the order confirmed.
+    - `lag=N`: each message is confirmed once N newer ones are out, however wide the
+      window (a receiver that answers quickly).
+    Every message confirmed is kept in `confirmed`, in the order confirmed. With
+    `watch_state`, each publish first notes in `lags` how many messages of the current
+    log were confirmed in order beyond what the directory's state file on disk records.
     """
 
     name = "faulty"
@@ -97,6 +102,8 @@ class FaultyTransport(ListTransport):
     collect = True
     reverse = False
     batch = False
+    lag: int | None = None
+    watch_state = False
     instances: list[FaultyTransport] = []
 
     def __init__(self, settings: Settings, config: ConfigFile | None = None,
@@ -104,6 +111,7 @@ class FaultyTransport(ListTransport):
         super().__init__(settings, window or type(self).window,
                          type(self).fail_after if fail_after is None else fail_after)  # fmt: skip
         self.flushes = 0
+        self.lags: list[int] = []
         self.confirmed: list[Message] = []
         self.held: list[Message] = []  # confirmed late on purpose (`reverse`)
         type(self).instances.append(self)
@@ -113,7 +121,25 @@ class FaultyTransport(ListTransport):
         self.confirmed.append(message)
         self.on_confirm(message)
 
+    def _state_lag(self, message: Message) -> int:
+        directory, log = message.headers["tstat_directory"], message.headers["tstat_log"]
+        done = {id(m) for m in self.confirmed}
+        confirmed = 0
+        for sent in self.received:
+            if sent.headers["tstat_directory"] == directory and sent.headers["tstat_log"] == log:
+                if id(sent) not in done:
+                    break
+                confirmed += 1
+        try:
+            state = json.loads((self.settings.directory / directory / STATE_NAME).read_text())
+            saved = state["files"][log]["messages"]
+        except (FileNotFoundError, KeyError):
+            saved = 0
+        return confirmed - saved
+
     def publish(self, message: Message) -> None:
+        if self.watch_state:
+            self.lags.append(self._state_lag(message))
         if self.fail_after is not None and len(self.received) >= self.fail_after:
             for old in self.inflight[:-1] if self.collect else []:
                 self._confirm(old)
@@ -124,6 +150,9 @@ class FaultyTransport(ListTransport):
             raise TransportError(f"faulty transport: message {message.message_id} nacked (test)")
         self.received.append(message)
         self.inflight.append(message)
+        if self.lag is not None:
+            while len(self.inflight) > self.lag:
+                self._confirm(self.inflight[0])
         if len(self.inflight) < self.window:
             return
         if self.batch:

@@ -332,7 +332,9 @@ def test_sigterm_stops_with_one_line_and_keeps_progress(
     broker, queue_name, tstat_root, tmp_path, capsys
 ):
     root = tstat_root("full")
-    with Proxy() as proxy:
+    # Replies stop once the 8th message (the second of directory 2) is out: the first
+    # directory is marked by then and the run cannot finish before the signal.
+    with Proxy(hold_after_publish=8) as proxy:
         cfg = write_config(
             tmp_path, rabbit_config(broker, queue_name, port=proxy.port, window=4, timeout=2)
         )
@@ -343,9 +345,9 @@ def test_sigterm_stops_with_one_line_and_keeps_progress(
             stderr=subprocess.PIPE,
             text=True,
         )
-        _wait_for(lambda: (root / FIRST / PROCESSED_NAME).exists(), "the first directory")
-        proxy.hold_replies()  # confirms stop: the run waits with messages in flight
-        time.sleep(0.5)
+        _wait_for(lambda: proxy.publishes >= 8, "the 8th message")
+        time.sleep(0.5)  # the run waits with messages in flight
+        assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 143
         err = proc.stderr.read()

@@ -51,7 +51,7 @@ def test_every_config_key_is_in_the_example(name):
 def test_every_field_sent_is_in_the_message_format(capsys, data_dir):
     from tstat_transport.cli import send_main
 
-    send_main(["-N", "-T", "0", "--include-newest", "-d", str(data_dir / "full")])
+    assert send_main(["-N", "-T", "0", "--include-newest", "-d", str(data_dir / "full")]) == 0
     objects = [o for line in capsys.readouterr().out.splitlines() for o in json.loads(line)]
     doc = (REPO / "doc/message-format.md").read_text()
     keys = {k for o in objects for k in [*o, *o["values"], *o["meta"]]}

@@ -145,6 +145,16 @@ def test_logs_dated_far_in_the_future_leave_their_directory_alone(tstat_root, ca
     assert got == {"s1": OBJECTS[D18] + OBJECTS[D22]}
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_a_settle_period_that_is_not_a_number_of_seconds_is_a_usage_error(
+    tstat_root, capsys, value
+):
+    code = send_main(["-N", "--settle", value, "-d", str(tstat_root("full"))])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "--settle" in err
+
+
 # -- 13.1: a root of several Tstat instances; an empty root says so -----------------------
 
 
@@ -349,6 +359,10 @@ def test_a_directory_the_user_cannot_search_fails_only_itself(broker, queue_name
         root = top / "root"
         shutil.copytree(data_dir / "full", root)
         settle(root)
+        # The code too, wherever the checkout lives (a home directory nobody cannot enter).
+        lib = top / "lib"
+        shutil.copytree(REPO / "tstat_transport", lib / "tstat_transport")
+        shutil.copytree(Path(pika.__file__).parent, lib / "pika")
         cfg = config(top, broker, queue_name)
         metrics = top / "m.prom"
         for path in [top, *top.rglob("*")]:
@@ -358,7 +372,8 @@ def test_a_directory_the_user_cannot_search_fails_only_itself(broker, queue_name
         out = subprocess.run(
             [
                 _python_for(65534),
-                str(REPO / "bin/tstat_send"),
+                "-m",
+                "tstat_transport",
                 "-c",
                 str(cfg),
                 "-T",
@@ -377,7 +392,7 @@ def test_a_directory_the_user_cannot_search_fails_only_itself(broker, queue_name
             group=65534,
             cwd=top,
             timeout=60,
-            env={**os.environ, "PYTHONPATH": f"{REPO}:{Path(pika.__file__).parents[1]}"},
+            env={**os.environ, "PYTHONPATH": str(lib)},
         )
         assert out.returncode == 1, out.stderr
         assert "Traceback" not in out.stderr

@@ -609,7 +609,7 @@ def test_tstat_send_over_http_with_a_receiver_failing_half_the_time(
     from tstat_transport.cli import send_main
 
     root = tstat_root("full")
-    send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)])
+    assert send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)]) == 0
     want = [o for line in capsys.readouterr().out.splitlines() for o in json.loads(line)]
     server = receiver(lambda n, r: 503 if n % 2 == 0 else 200)
     assert _send_http(tmp_path, server.url, root, retries=2) == 0

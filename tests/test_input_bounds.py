@@ -231,7 +231,7 @@ def test_gzipped_logs_resume_after_a_cut_without_loss(broker, queue_name, tstat_
                                                       capsys):  # fmt: skip
     root = tstat_root("full")
     want = expected_flows(capsys, root)
-    send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)])
+    assert send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)]) == 0
     sizes = [len(line) for line in capsys.readouterr().out.splitlines()]
     gzip_logs(root)
     with Proxy(cut_after=sum(sizes[:10]) + 40_000) as proxy:  # within directory 2

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections import Counter
 from itertools import takewhile
@@ -23,7 +24,7 @@ from pathlib import Path
 import pika.exceptions
 import pytest
 from broker import Proxy
-from helpers import FaultyTransport, jsonl_objects, register
+from helpers import FaultyTransport, jsonl_objects, register, settle
 
 from tstat_transport.cli import cull_main, send_main
 from tstat_transport.state import PROCESSED_NAME, STATE_NAME
@@ -156,6 +157,22 @@ def test_progress_confirmed_before_a_failure_is_saved(monkeypatch, tstat_root, c
     assert second.received[0].message_id == "s1:0:2026_11_24_19_20.out:log_tcp_complete:4"
 
 
+# Unsaved confirmed messages at most: window/8 - 1, and 4 at window 64 because no log
+# here is longer than 5 messages.
+@pytest.mark.parametrize(("window", "most"), [(8, 0), (16, 1), (64, 4)])
+def test_a_wide_window_saves_progress_every_eighth_confirmed_message(monkeypatch, tstat_root,
+                                                                       window, most):  # fmt: skip
+    # A run killed at any moment resends, besides what is in flight, only the confirmed
+    # messages the state file does not hold yet: fewer than window/8 (none under 16).
+    # The receiver confirms each message one publish later; the state on disk is read
+    # before every publish.
+    root = tstat_root("full")
+    faulty = register(monkeypatch, window=window, lag=1, watch_state=True)
+    assert send(root) == 0
+    lags = faulty.instances[0].lags
+    assert len(lags) == 19 and max(lags) == most
+
+
 def test_a_failed_state_write_leaves_the_previous_state(monkeypatch, data_dir, small_disk,
                                                         capsys):  # fmt: skip
     root = small_disk.path / "root"
@@ -172,6 +189,41 @@ def test_a_failed_state_write_leaves_the_previous_state(monkeypatch, data_dir, s
     assert "no space left on device" in capsys.readouterr().err
     assert (root / DIRS[0] / STATE_NAME).read_bytes() == before  # whole, and as it was
     assert not list((root / DIRS[0]).glob(".*.tmp"))
+
+
+def test_progress_for_another_transport_sends_the_directory_whole(monkeypatch, tstat_root,
+                                                                   capsys, caplog):  # fmt: skip
+    root = tstat_root("full")
+    register(monkeypatch, window=1, fail_after=8)  # directory 2 stops after 2 messages
+    assert send(root) == 75
+    assert state_messages(root, DIRS[1]) == {"log_tcp_complete": 2}
+    elsewhere = register(monkeypatch, name="elsewhere")
+    assert send(root) == 0
+    assert "progress was recorded for transport 'faulty', this run uses 'elsewhere'" in caplog.text
+    second = elsewhere.instances[0]
+    # The new destination has none of directory 2: it gets all of it, from chunk 0.
+    assert second.received[0].message_id == "s1:0:2026_11_24_19_20.out:log_tcp_complete:0"
+    assert sum(m.count for m in second.received[:6]) == 490
+
+
+def test_a_log_shorter_than_its_progress_is_sent_from_the_start(monkeypatch, tstat_root,
+                                                                 capsys, caplog):  # fmt: skip
+    root = tstat_root("full")
+    register(monkeypatch, window=1, fail_after=9)  # directory 2 stops after 3 messages
+    assert send(root) == 75
+    log = root / DIRS[1] / "log_tcp_complete"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:101]))  # replaced by a shorter file: header + 100 rows
+    settle(root)  # ...long enough ago for tstat_send to take it
+    clean = register(monkeypatch)
+    assert send(root) == 0
+    assert "file is shorter than the progress recorded for it" in caplog.text
+    sent = [m for m in clean.instances[0].received if m.headers["tstat_log"] == "log_tcp_complete"
+            and m.headers["tstat_directory"] == DIRS[1]]  # fmt: skip
+    # All of it (200 objects), numbered after the chunks of the old file: a consumer
+    # would drop different flows under an id it has seen.
+    assert [m.message_id.rsplit(":", 1)[1] for m in sent] == ["3", "4"]
+    assert sum(m.count for m in sent) == 200
 
 
 # -- the queue and the messages survive a broker restart ------------------------------
@@ -215,6 +267,29 @@ def test_acks_with_multiple_confirm_every_message_they_cover(broker, queue_name,
     got = [o for _, body in broker.fetch(queue_name) for o in json.loads(body)]
     assert got == want
     assert markers(root) == DIRS
+
+
+def test_no_more_than_window_messages_are_in_flight(broker, queue_name, tstat_root, tmp_path):
+    # Replies held from the first message on: the sender may publish its window, then
+    # must wait. The duplicates a crash can cause are bounded by that window.
+    root = tstat_root("full")
+    with Proxy(hold_after_publish=1) as proxy:
+        cfg = rabbit_config(tmp_path, broker, queue_name, port=proxy.port, window=5)
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "bin/tstat_send"), "-c", str(cfg), "-T", "0",
+             "-d", str(root)],
+            env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while proxy.publishes < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1)  # time enough to publish more, were it allowed to
+            assert proc.poll() is None, proc.stderr.read()
+            assert proxy.publishes == 5
+        finally:
+            proc.kill()
+            proc.wait()
 
 
 # -- markers and progress survive a power cut: fsync, rename, fsync the directory -------

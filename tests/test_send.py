@@ -164,7 +164,7 @@ def test_directory_marked_only_after_everything_confirmed(tstat_root):
     # A second run finds nothing to do.
     again = ListTransport(settings(root))
     with again:
-        Sender(settings(root), again).run(root)
+        assert Sender(settings(root), again).run(root) == 0
     assert again.received == []
 
 
@@ -187,7 +187,7 @@ def test_failure_mid_directory_resumes_without_loss(tstat_root):
     shutil.rmtree(root)
     root = tstat_root("full")
     with everything:
-        Sender(settings(root), everything).run(root)
+        assert Sender(settings(root), everything).run(root) == 0
     got = Counter(json.dumps(o, sort_keys=True) for o in first.objects() + second.objects())
     want = Counter(json.dumps(o, sort_keys=True) for o in everything.objects())
     assert not want - got, "a flow was lost"
@@ -208,7 +208,7 @@ def test_changed_options_finish_the_started_directory_with_the_old_ones(tstat_ro
     s2 = settings(root, sensor="renamed")
     second = ListTransport(s2, window=1)
     with second:
-        Sender(s2, second).run(root)
+        assert Sender(s2, second).run(root) == 0
     assert (
         "options changed since this directory was started (sensor 'testsensor' -> "
         "'renamed'); finishing it with the options it was started with" in caplog.text
@@ -224,7 +224,7 @@ def test_newest_with_cut_line_is_sent_but_not_marked_until_complete(tstat_root, 
     s = settings(root)
     t1 = ListTransport(s)
     with t1:
-        Sender(s, t1).run(root)
+        assert Sender(s, t1).run(root) == 0
     newest = root / "2026_11_24_19_20.out"
     assert not (newest / PROCESSED_NAME).exists()
     assert len(t1.objects()) == 506 + 222
@@ -234,7 +234,7 @@ def test_newest_with_cut_line_is_sent_but_not_marked_until_complete(tstat_root, 
     (root / "2026_11_24_19_22.out").mkdir()
     t2 = ListTransport(s)
     with t2:
-        Sender(s, t2).run(root)
+        assert Sender(s, t2).run(root) == 0
     assert (newest / PROCESSED_NAME).exists()
     # Exactly the rest of the directory: nothing twice, nothing lost.
     assert len(t2.objects()) == FULL_OBJECTS["2026_11_24_19_20.out"] - 222
@@ -296,7 +296,7 @@ def test_full_disk_for_the_state_file_stops_and_keeps_what_was_confirmed(data_di
 
 def test_summary_line_at_verbose(capsys, data_dir, caplog):
     caplog.set_level(logging.INFO)
-    send_main(["-N", "-T", "0", "-v", "--include-newest", "-d", str(data_dir / "full")])
+    assert send_main(["-N", "-T", "0", "-v", "--include-newest", "-d", str(data_dir / "full")]) == 0
     err = capsys.readouterr().err
     assert (
         "summary: dirs_done=4 dirs_failed=0 dirs_skipped=0 dirs_waiting=0 dirs_ignored=0 rows=999 "

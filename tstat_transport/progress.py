@@ -7,6 +7,8 @@ from typing import TextIO
 
 from .config import Settings
 from .directories import Scan, Status, scan
+from .reader import locate_log
+from .records import LogFormatError
 from .sender import LOGS
 from .stats import RunStats
 
@@ -18,9 +20,11 @@ def _due_bytes(found: Scan) -> tuple[int, int]:
     for directory in due:
         for name, _ in LOGS:
             try:
-                size += (directory.path / name).stat().st_size
-            except OSError:
-                pass
+                found = locate_log(directory.path, name)
+            except (OSError, LogFormatError):
+                continue
+            if found is not None:
+                size += found[1] or 0  # a .gz counts uncompressed bytes: not known up front
     return len(due), size
 
 

@@ -122,9 +122,10 @@ MUTATIONS = [
     Mutation(
         "resume-from-start",
         "the next run reads the state file from that position and sends the rest",
-        "tstat_transport/sender.py",
-        '        return pos, entry["messages"]\n',
-        "        return Position(), 0\n",
+        "tstat_transport/resume.py",
+        "            return ResumePoint("
+        'pos, entry["messages"], entry["rows"], entry["bad_rows"])\n',
+        "            return ResumePoint()\n",
         (P + "test_progress_confirmed_before_a_failure_is_saved",),
     ),
     Mutation(
@@ -139,10 +140,50 @@ MUTATIONS = [
         "processed-not-skipped",
         "a directory marked .processed is skipped from then on",
         "tstat_transport/sender.py",
-        "            if (directory / PROCESSED_NAME).exists():\n"
-        "                self.stats.dirs_skipped += 1",
-        "            if False:\n                self.stats.dirs_skipped += 1",
+        "            if record.status is Status.PROCESSED:\n"
+        "                stats.dirs_skipped += 1\n",
+        "            if False:\n                stats.dirs_skipped += 1\n",
         (S + "test_directory_marked_only_after_everything_confirmed",),
+    ),
+    Mutation(
+        "progress-of-another-transport",
+        "progress recorded for another transport does not apply: the directory goes whole",
+        "tstat_transport/resume.py",
+        '        if recorded.get("transport") != self.destination:\n',
+        "        if False:\n",
+        (P + "test_progress_for_another_transport_sends_the_directory_whole",),
+    ),
+    Mutation(
+        "changed-options-applied-midway",
+        "a directory started with other options is finished with the options it was started with",
+        "tstat_transport/resume.py",
+        "            self.options = old\n",
+        "            pass\n",
+        (S + "test_changed_options_finish_the_started_directory_with_the_old_ones",),
+    ),
+    Mutation(
+        "shorter-file-resumed-past-its-end",
+        "a log shorter than its recorded progress is sent again from the start",
+        "tstat_transport/resume.py",
+        "if size is not None and pos.offset > size:",
+        "if False:",
+        (P + "test_a_log_shorter_than_its_progress_is_sent_from_the_start",),
+    ),
+    Mutation(
+        "state-saved-every-window",
+        "with a wide window the state is written every window/8 confirmed messages",
+        "tstat_transport/sender.py",
+        "self._save_every = max(1, transport.window // 8)",
+        "self._save_every = max(1, transport.window)",
+        (P + "test_a_wide_window_saves_progress_every_eighth_confirmed_message",),
+    ),
+    Mutation(
+        "unusable-log-marked",
+        "a log file that is not Tstat's keeps its directory unmarked, and the run exits 1",
+        "tstat_transport/sender.py",
+        "        if outcome.failed:\n            self.stats.dirs_failed += 1\n",
+        "        if False:\n            self.stats.dirs_failed += 1\n",
+        (S + "test_unusable_log_leaves_its_directory_unmarked_and_others_go",),
     ),
     # -- RabbitMQ: durable, persistent, mandatory, confirms ------------------------------
     Mutation(
@@ -176,6 +217,14 @@ MUTATIONS = [
         "            if tag in self._returned:\n",
         "            if False:\n",
         (R + "test_unroutable_message_fails_and_is_never_confirmed",),
+    ),
+    Mutation(
+        "window-overrun",
+        "at most `window` messages are in flight (the bound on duplicates)",
+        "tstat_transport/transports/rabbit.py",
+        "len(self._pending) < self.window,",
+        "len(self._pending) < self.window + 1,",
+        (P + "test_no_more_than_window_messages_are_in_flight",),
     ),
     Mutation(
         "nack-taken-for-ack",
@@ -214,17 +263,17 @@ MUTATIONS = [
     Mutation(
         "newest-sent",
         "the newest directory is left for a later run (Tstat is still writing it)",
-        "tstat_transport/sender.py",
-        "        newest = directories[-1] if directories else None\n",
-        "        newest = None\n",
+        "tstat_transport/directories.py",
+        '    if newest:\n        reason = "newest directory',
+        '    if False:\n        reason = "newest directory',
         (S + "test_newest_directory_is_left_for_a_later_run",),
     ),
     Mutation(
         "cut-line-marked",
         "a log that ends in a half-written row keeps its directory unmarked",
         "tstat_transport/sender.py",
-        "                if logfile.stats.incomplete_tail:\n                    waiting = True\n",
-        "                if logfile.stats.incomplete_tail:\n                    waiting = False\n",
+        "        if logfile.stats.incomplete_tail:\n            outcome.waiting = True\n",
+        "        if logfile.stats.incomplete_tail:\n            outcome.waiting = False\n",
         (S + "test_newest_with_cut_line_is_sent_but_not_marked_until_complete",),
     ),
     Mutation(
@@ -242,7 +291,7 @@ MUTATIONS = [
         '"    if bits >= threshold:",',
         '"    if bits >= 0:",',
         (S + "test_subprocess_bin_script",),
-        count=4,
+        count=2,  # the fast path's two directions, which nearly every row takes
     ),
     Mutation(
         "no-lock",
@@ -262,6 +311,14 @@ MUTATIONS = [
     ),
     # -- doc/cull.md ---------------------------------------------------------------------
     Mutation(
+        "cull-without-lock",
+        "tstat_cull takes the same lock as tstat_send, and removes nothing while it is held",
+        "tstat_transport/cull.py",
+        "    with run_lock(root):\n",
+        "    if True:\n",
+        (C + "test_lock_held_by_tstat_send_skips_with_75_and_deletes_nothing",),
+    ),
+    Mutation(
         "cull-ignores-ttl",
         "a directory is removed only once its marker is at least --ttl hours old",
         "tstat_transport/cull.py",
@@ -280,9 +337,12 @@ MUTATIONS = [
     Mutation(
         "cull-follows-symlinks",
         "a symlinked .out directory is left alone, link and target",
-        "tstat_transport/cull.py",
-        "        if entry.is_symlink():\n",
-        "        if False:\n",
+        "tstat_transport/directories.py",
+        "            elif entry.is_symlink():\n"
+        "                if is_tstat_name(name):\n"
+        "                    folder.symlinks.append(Path(entry.path))\n"
+        '            elif not entry.is_dir(follow_symlinks=False) or name.startswith("."):\n',
+        '            elif not entry.is_dir() or name.startswith("."):\n',
         (C + "test_symlinked_tstat_directory_is_not_culled_nor_its_target",),
     ),
 ]

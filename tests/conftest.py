@@ -21,7 +21,6 @@ from helpers import settle, under_ci
 # The data ships with the repository so that a fresh clone tests with nothing beside it;
 # $TSTAT_DATA points the suite at another copy of the same layout.
 DATA = Path(os.environ.get("TSTAT_DATA", Path(__file__).resolve().parent / "data"))
-VARIANTS = ("full", "core", "advanced", "inprogress")
 
 
 def copy_variant(variant: str, dest: Path) -> Path:

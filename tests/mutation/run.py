@@ -171,11 +171,11 @@ MUTATIONS = [
     ),
     Mutation(
         "state-saved-every-window",
-        "with a wide window the state is written every window/8 confirmed messages",
+        "with a wide window the state is written every window/2 confirmed messages",
         "tstat_transport/sender.py",
-        "self._save_every = max(1, transport.window // 8)",
+        "self._save_every = max(1, transport.window // 2)",
         "self._save_every = max(1, transport.window)",
-        (P + "test_a_wide_window_saves_progress_every_eighth_confirmed_message",),
+        (P + "test_a_wide_window_saves_progress_every_half_window_of_confirmed_messages",),
     ),
     Mutation(
         "unusable-log-marked",

@@ -1083,3 +1083,28 @@ def test_a_node_restarted_mid_run_is_ridden_through(private_node: PrivateNode, t
         channel.queue_delete(queue)
     assert set(arrived) == set(ids(messages))  # the durable queue kept them through it
     assert len(arrived) - len(messages) <= 8
+
+
+def test_a_refusal_when_connecting_again_keeps_exit_1(broker, queue_name, tmp_path) -> None:
+    # The archive's queue is gone when the lost connection is opened again: that needs an
+    # operator (exit 1), not another try next run (75).
+    broker.declare(queue_name)
+    with Proxy() as proxy:
+        transport = make_transport(
+            tmp_path, broker_config(broker, queue_name, port=proxy.port), {"passive": "true"}
+        )
+        with transport:
+            for message in make_messages(3):
+                transport.publish(message)
+            transport.flush()
+            broker.delete(queue_name)
+            proxy.cut()
+            proxy.reopen()
+            with pytest.raises(TransportError) as info:
+                for message in make_messages(10):
+                    transport.publish(message)
+                transport.flush()
+    assert not isinstance(info.value, TransportUnavailable)
+    text = str(info.value)
+    assert "connecting again failed" in text and "404" in text and queue_name in text
+    assert len(transport.confirmed) == 3

@@ -423,7 +423,7 @@ def test_missing_vhost_is_an_error(broker, queue_name, tmp_path) -> None:
 
 def test_connection_cut_mid_stream_loses_no_confirmed_message(broker, queue_name, tmp_path) -> None:
     messages = make_messages(200, pad=200)  # about 2.5 kB each
-    with Proxy(cut_after=150_000) as proxy:
+    with Proxy(cut_in_publish=60) as proxy:
         transport = make_transport(
             tmp_path, broker_config(broker, queue_name, window=8, port=proxy.port)
         )
@@ -704,7 +704,7 @@ def test_a_lost_connection_is_one_line_in_the_cron_mail(
     saved = root.level, pika_logger.level, list(root.handlers)
     setup_logging()  # as tstat_send without -v/-D, writing to the captured stderr
     try:
-        with Proxy(cut_after=30_000) as proxy:
+        with Proxy(cut_in_publish=12) as proxy:
             transport = make_transport(tmp_path, broker_config(broker, queue_name, port=proxy.port))
             with pytest.raises(TransportUnavailable):
                 with transport:

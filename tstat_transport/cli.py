@@ -281,8 +281,9 @@ def build_send_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--include-newest",
         action="store_true",
-        help="also send the newest directory (Tstat has stopped, or an offline "
-        "capture); by default it is left until a newer one exists",
+        help="also send the directories Tstat may still be writing: the newest, and any "
+        "whose logs changed within --settle (Tstat has stopped, or an offline capture); "
+        "by default they wait",
     )
     p.add_argument(
         "--settle",

@@ -15,7 +15,9 @@ import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -156,6 +158,9 @@ class Proxy:
     published, so that the client is left with messages in flight. `coalesce_acks`: the
     broker's acks are held a moment and passed on as one ack with `multiple` set, as a
     broker may send them; `multiple_acks` counts those that covered more than one message.
+    `withhold_confirms()` keeps forwarding everything from the broker (heartbeats too)
+    except its publisher confirms (basic.ack and basic.nack), which it drops and counts
+    in `dropped_confirms`: a broker that takes messages and never confirms them.
     """
 
     def __init__(
@@ -181,6 +186,8 @@ class Proxy:
         self._cut = threading.Event()
         self._replies = threading.Event()
         self._replies.set()
+        self._drop_confirms = threading.Event()
+        self.dropped_confirms = 0
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
@@ -262,10 +269,15 @@ class Proxy:
                         data = upstream.recv(65536)
                         if not data:
                             return
-                        if not self.coalesce_acks:
-                            client.sendall(data)
-                            continue
+                        # Always cut into frames: confirms may be withheld from any
+                        # point on, and the cut must fall between two frames.
                         for frame in down_frames.feed(data):
+                            if self._drop_confirms.is_set() and _is_confirm(frame):
+                                self.dropped_confirms += 1
+                                continue
+                            if not self.coalesce_acks:
+                                client.sendall(frame)
+                                continue
                             if _is_ack(frame) and not frame[19] & 1:
                                 acks.append(frame)
                                 continue
@@ -325,6 +337,13 @@ class Proxy:
     def release_replies(self) -> None:
         self._replies.set()
 
+    def withhold_confirms(self) -> None:
+        self._drop_confirms.set()
+
+    def reopen(self) -> None:
+        """After a cut, let new connections through again."""
+        self._cut.clear()
+
     def cut(self) -> None:
         """Drop every connection through the proxy now (new ones are still accepted)."""
         self._cut.set()
@@ -371,6 +390,11 @@ class AmqpFrames:
 def _is_ack(frame: bytes) -> bool:
     """A basic.ack method frame (payload: class 60, method 80, delivery tag, `multiple` bit)."""
     return frame[0] == 1 and frame[7:11] == b"\x00\x3c\x00\x50"
+
+
+def _is_confirm(frame: bytes) -> bool:
+    """A basic.ack or basic.nack method frame (class 60, method 80 or 120)."""
+    return frame[0] == 1 and frame[7:11] in (b"\x00\x3c\x00\x50", b"\x00\x3c\x00\x78")
 
 
 def _shut(sock: socket.socket) -> None:
@@ -544,3 +568,90 @@ def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
 def other_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
     """A second CA the broker's certificate does not come from."""
     return make_test_ca(tmp_path_factory.mktemp("other-ca"), "some other CA")
+
+
+class PrivateNode:
+    """A RabbitMQ node of its own, started by the tests on free ports, for what cannot be
+    done to the shared broker: stopping it mid-run.
+
+    Its data and logs live in `directory`; it shares the machine's epmd and Erlang cookie
+    (rabbitmq-server and rabbitmqctl switch to the rabbitmq user when run as root).
+    """
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.directory = directory
+        self.name = f"{name}@localhost"
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        directory.mkdir(parents=True, exist_ok=True)
+        # Its own config file: the system's may pin the listener to the shared port.
+        (directory / "node.conf").write_text(f"listeners.tcp.local = {self.host}:{self.port}\n")
+        (directory / "plugins").write_text("[].\n")  # no plugins: starts faster
+        self.env = {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_CONFIG_FILE": str(directory / "node.conf"),
+            "RABBITMQ_MNESIA_BASE": str(directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(directory / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(directory / "plugins"),
+            "RABBITMQ_PID_FILE": str(directory / "pid"),
+        }
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(directory)], check=False)
+
+    def ctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["rabbitmqctl", "-q", "-n", self.name, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self) -> None:
+        subprocess.run(
+            ["rabbitmq-server", "-detached"], env=self.env, capture_output=True, timeout=60
+        )
+        self.await_startup()
+
+    def await_startup(self, seconds: float = 120) -> None:
+        # await_startup fails at once while the node is not even registered yet.
+        deadline = time.monotonic() + seconds
+        while True:
+            done = self.ctl("await_startup", "--timeout", "10", timeout=30)
+            if done.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if done.returncode != 0:
+            log = self.directory / "log" / f"{self.name}.log"
+            tail = log.read_text()[-2000:] if log.exists() else "(no log)"
+            raise RuntimeError(f"private RabbitMQ node {self.name} did not start: {tail}")
+
+    def stop(self) -> None:
+        self.ctl("stop", timeout=120)
+
+    def connect(self) -> pika.BlockingConnection:
+        return pika.BlockingConnection(
+            pika.ConnectionParameters(self.host, self.port, connection_attempts=1)
+        )
+
+
+@pytest.fixture(scope="session")
+def private_node() -> Iterator[PrivateNode]:
+    """One private node for the session (starting one takes seconds), stopped at the end."""
+    if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
+        message = "a private RabbitMQ node needs rabbitmq-server (apt install rabbitmq-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    # Not under pytest's tmp_path: its parents are private to root, and the node runs as
+    # the rabbitmq user.
+    directory = Path(tempfile.mkdtemp(prefix="tstat-test-node-"))
+    node = PrivateNode(directory, f"tstat-test-{uuid.uuid4().hex[:6]}")
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(directory, ignore_errors=True)

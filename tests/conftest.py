@@ -8,13 +8,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from broker import broker, broker_user, other_ca, queue_name, test_ca  # noqa: F401 (fixtures)
+from broker import (  # noqa: F401 (fixtures)
+    broker,
+    broker_user,
+    other_ca,
+    private_node,
+    queue_name,
+    test_ca,
+)
 from helpers import settle, under_ci
 
 # The data ships with the repository so that a fresh clone tests with nothing beside it;
 # $TSTAT_DATA points the suite at another copy of the same layout.
 DATA = Path(os.environ.get("TSTAT_DATA", Path(__file__).resolve().parent / "data"))
-VARIANTS = ("full", "core", "advanced", "inprogress")
 
 
 def copy_variant(variant: str, dest: Path) -> Path:

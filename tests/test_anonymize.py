@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -224,6 +225,8 @@ def test_off_by_default_and_with_method_none(capsys, data_dir, tmp_path):
                                                             "of the key must differ"),
         ({"method": "pseudonymize", "key_file": "/nonexistent/anon.key"},
          "[anonymize] key_file = '/nonexistent/anon.key': No such file or directory"),
+        ({"method": "pseudonymize", "key_file": "/dev/zero"},
+         "[anonymize] key_file = '/dev/zero': not a regular file"),
     ],
 )  # fmt: skip
 def test_config_errors_name_the_key_never_its_value(capsys, data_dir, tmp_path, anonymize, message):
@@ -235,14 +238,28 @@ def test_config_errors_name_the_key_never_its_value(capsys, data_dir, tmp_path, 
     assert KEY_A[:32] not in err
 
 
-def test_key_from_a_file(capsys, data_dir, tmp_path):
+def test_a_fifo_as_key_file_is_refused_without_hanging(capsys, data_dir, tmp_path):
+    fifo = tmp_path / "anon.key"
+    os.mkfifo(fifo)
+    cfg = write_config(tmp_path, {"method": "pseudonymize", "key_file": str(fifo)})
+    code, out, err = run_n(capsys, data_dir / "full", "-c", str(cfg))
+    assert code == 2 and out == ""
+    assert err.strip().endswith(f"{cfg}: [anonymize] key_file = '{fifo}': not a regular file")
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o400, False), (0o644, True)])
+def test_key_from_a_file(capsys, data_dir, tmp_path, mode, warned):
     key_file = tmp_path / "anon.key"
     key_file.write_text(KEY_A + "\n")
+    key_file.chmod(mode)
     cfg = write_config(tmp_path, {"method": "pseudonymize", "key_file": str(key_file)})
-    code, out, _ = run_n(capsys, data_dir / "full", "-c", str(cfg))
+    code, out, err = run_n(capsys, data_dir / "full", "-c", str(cfg))
     assert code == 0
     expected = IpcryptPfx(bytes.fromhex(KEY_A)).apply("10.10.0.1")
     assert f'"src_ip":"{expected}"' in out
+    warning = f"{cfg}: [anonymize] key_file {key_file} can be read by other users than its owner"
+    assert (warning in err) is warned
+    assert KEY_A[:32] not in err
 
 
 def test_without_cryptography_pseudonymize_is_a_config_error(
@@ -365,3 +382,30 @@ def test_ipv6_text_is_what_ipaddress_writes(n):
     from tstat_transport.anonymize import ipv6_text
 
     assert ipv6_text(n) == str(ipaddress.IPv6Address(n))
+
+
+@pytest.mark.parametrize(
+    "anonymizer", [Truncate(24, 48), IpcryptPfx(bytes.fromhex(KEY_B))], ids=["truncate", "pfx"]
+)
+def test_fast_path_equals_reference_with_anonymisation(data_dir, anonymizer):
+    from tstat_transport.records import Options, compile_converter
+
+    options = Options(0, "s1", 0, anonymizer)
+    checked = 0
+    for level in ("full", "core", "advanced"):
+        for path, protocol in [
+            *((p, "tcp") for p in sorted((data_dir / level).glob("*.out/log_tcp_complete"))),
+            *((p, "udp") for p in sorted((data_dir / level).glob("*.out/log_udp_complete"))),
+        ]:
+            lines = path.read_text().splitlines()
+            conv = compile_converter(protocol, parse_header(lines[0]), options)
+            for text in lines[1:]:
+                fields = text.split(" ")
+                reference = [json.dumps(o, separators=(",", ":")) for o in conv.convert(fields)]
+                try:
+                    fast = conv.encode(fields)
+                except ValueError:
+                    continue
+                assert fast == reference
+                checked += 1
+    assert checked > 2000

@@ -157,13 +157,14 @@ def test_progress_confirmed_before_a_failure_is_saved(monkeypatch, tstat_root, c
     assert second.received[0].message_id == "s1:0:2026_11_24_19_20.out:log_tcp_complete:4"
 
 
-# Unsaved confirmed messages at most: window/8 - 1, and 4 at window 64 because no log
+# Unsaved confirmed messages at most: window/2 - 1, and 4 at window 64 because no log
 # here is longer than 5 messages.
-@pytest.mark.parametrize(("window", "most"), [(8, 0), (16, 1), (64, 4)])
-def test_a_wide_window_saves_progress_every_eighth_confirmed_message(monkeypatch, tstat_root,
-                                                                       window, most):  # fmt: skip
+@pytest.mark.parametrize(("window", "most"), [(3, 0), (4, 1), (8, 3), (64, 4)])
+def test_a_wide_window_saves_progress_every_half_window_of_confirmed_messages(
+    monkeypatch, tstat_root, window, most
+):  # fmt: skip
     # A run killed at any moment resends, besides what is in flight, only the confirmed
-    # messages the state file does not hold yet: fewer than window/8 (none under 16).
+    # messages the state file does not hold yet: fewer than window/2 (none under 4).
     # The receiver confirms each message one publish later; the state on disk is read
     # before every publish.
     root = tstat_root("full")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import time
 import uuid
 from pathlib import Path
 
 import pika
 import pika.exceptions
 import pytest
-from broker import Broker, Proxy, free_port, make_test_ca
+from broker import Broker, PrivateNode, Proxy, free_port, make_test_ca
 
 from tstat_transport.config import ConfigFile, Settings
 from tstat_transport.errors import ConfigError, TransportError, TransportUnavailable
@@ -130,6 +132,23 @@ def test_window_pipelines_messages_and_all_arrive(broker, queue_name, tmp_path) 
         assert properties.message_id == message.message_id
         assert properties.timestamp == message.timestamp
         assert properties.headers == message.headers
+
+
+def test_a_body_larger_than_a_frame_arrives_whole(broker, queue_name, tmp_path) -> None:
+    # The broker's frame_max is 128 KiB: such a body goes out as several body frames.
+    messages = make_messages(3, flows=100, pad=3000)
+    messages[2].body = b"[]"  # and a small one after them
+    assert len(messages[0].body) > 2 * 131072
+    transport = make_transport(tmp_path, broker_config(broker, queue_name))
+    with transport:
+        for message in messages:
+            transport.publish(message)
+        transport.flush()
+    # A broker may ack a small message before a large one published earlier.
+    assert sorted(ids(transport.confirmed)) == sorted(ids(messages))
+    arrived = broker.fetch(queue_name)
+    assert [body for _, body in arrived] == [m.body for m in messages]
+    assert [props.headers for props, _ in arrived] == [m.headers for m in messages]
 
 
 def test_declares_quorum_queue_from_queue_arguments(broker, queue_name, tmp_path) -> None:
@@ -320,6 +339,7 @@ def test_user_not_allowed_to_declare_the_queue_is_refused(
 
 
 def test_nothing_listening_is_unavailable_after_bounded_retries(tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO)  # the retries are logged for -v only
     port = free_port()
     transport = make_transport(
         tmp_path,
@@ -333,9 +353,49 @@ def test_nothing_listening_is_unavailable_after_bounded_retries(tmp_path, caplog
     transport.close()  # again: harmless
 
 
-def test_unknown_host_is_unavailable(tmp_path) -> None:
-    transport = make_transport(tmp_path, {"host": "no-such-host.invalid", "queue": "q"})
-    with pytest.raises(TransportUnavailable, match="cannot resolve host name"):
+def test_host_name_that_does_not_exist_is_a_config_error(tmp_path, caplog) -> None:
+    # `.invalid` never resolves (RFC 2606): DNS answers "no such name", not "try later".
+    transport = make_transport(
+        tmp_path, {"host": "no-such-host.invalid", "queue": "q", "connect_retries": 3}
+    )
+    caplog.set_level(logging.INFO)
+    with pytest.raises(ConfigError) as info:
+        transport.open()
+    text = str(info.value)
+    assert "[rabbit] host" in text and "'no-such-host.invalid'" in text
+    assert "does not exist" in text
+    assert "retry" not in caplog.text  # a name that does not exist is not tried again
+
+
+def test_host_list_with_a_name_that_does_not_exist_warns_and_delivers(
+    broker, queue_name, tmp_path, caplog
+) -> None:
+    transport = make_transport(
+        tmp_path, broker_config(broker, queue_name, host=f"rmq-typo.invalid, {broker.host}")
+    )
+    with transport:
+        transport.publish(make_messages(1)[0])
+        transport.flush()
+    assert len(transport.confirmed) == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'rmq-typo.invalid' does not exist" in warnings[0]
+
+
+def test_resolver_failing_for_a_moment_is_temporary(tmp_path, monkeypatch) -> None:
+    # A resolver that cannot answer now (no network, DNS server down) is EAI_AGAIN,
+    # which the system gives only when DNS is broken: make getaddrinfo say it.
+    import socket
+
+    real = socket.getaddrinfo
+
+    def flaky(host, *args, **kwargs):
+        if host == "archive.example.net":
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", flaky)
+    transport = make_transport(tmp_path, {"host": "archive.example.net", "queue": "q"})
+    with pytest.raises(TransportUnavailable, match="cannot resolve host name.*Temporary"):
         transport.open()
 
 
@@ -399,10 +459,11 @@ def test_publish_after_failure_keeps_failing(broker, queue_name, tmp_path) -> No
 
 def test_broker_silent_mid_run_ends_on_missed_heartbeats(broker, queue_name, tmp_path) -> None:
     # The proxy stops passing the broker's bytes on, as a half-dead network path would;
-    # pika's heartbeat check (heartbeat + 5 s) ends the wait instead of cron hanging.
+    # pika's heartbeat check (heartbeat + 5 s) ends the wait instead of cron hanging; the
+    # reconnection that follows meets the same silence and gives up after `timeout`.
     with Proxy() as proxy:
         transport = make_transport(
-            tmp_path, broker_config(broker, queue_name, port=proxy.port, heartbeat=1)
+            tmp_path, broker_config(broker, queue_name, port=proxy.port, heartbeat=1, timeout=1)
         )
         with transport:
             proxy.hold_replies()
@@ -584,8 +645,12 @@ def test_queue_arguments_are_typed(tmp_path) -> None:
             "x-single-active-consumer": "false",
         },
     )
-    assert transport.queue_flags == {"durable": True, "exclusive": False, "auto_delete": False}
-    assert transport.queue_arguments == {
+    assert transport.rabbit.queue_flags == {
+        "durable": True,
+        "exclusive": False,
+        "auto_delete": False,
+    }
+    assert transport.rabbit.queue_arguments == {
         "x-queue-type": "quorum",
         "x-max-length": 10000,
         "x-message-ttl": 3600000,
@@ -651,3 +716,370 @@ def test_a_lost_connection_is_one_line_in_the_cron_mail(
         root.setLevel(saved[0])
         pika_logger.setLevel(saved[1])
     assert capsys.readouterr().err == ""  # the error itself is the CLI's one line
+
+
+# -- bounded waits (issue 11.1, 11.2) -----------------------------------------------------
+
+
+def test_broker_that_never_confirms_ends_on_confirm_timeout(broker, queue_name, tmp_path) -> None:
+    messages = make_messages(6)
+    with Proxy() as proxy:
+        # A short heartbeat, kept alive by the proxy: only the missing confirms can end it.
+        transport = make_transport(
+            tmp_path,
+            broker_config(broker, queue_name, port=proxy.port, heartbeat=1, confirm_timeout=3),
+        )
+        with transport:
+            for message in messages[:3]:
+                transport.publish(message)
+            transport.flush()
+            proxy.withhold_confirms()
+            for message in messages[3:]:
+                transport.publish(message)
+            started = time.monotonic()
+            with pytest.raises(TransportUnavailable, match=r"no confirm .* for 3s") as info:
+                transport.flush()
+            waited = time.monotonic() - started
+    assert 2.5 < waited < 8
+    assert "3 message(s) unconfirmed" in str(info.value)
+    assert proxy.dropped_confirms >= 1
+    assert ids(transport.confirmed) == ids(messages[:3])  # confirmed progress kept
+    # The broker did take them: the next run's resend is the duplicate message_id allows for.
+    assert len(broker.fetch(queue_name)) == 6
+
+
+def test_poll_keeps_an_idle_connection_alive(broker, queue_name, tmp_path, caplog) -> None:
+    # RabbitMQ drops a connection that sends nothing for two heartbeats (2 s here): the
+    # sender reading a long log below the threshold calls poll() instead of publishing.
+    caplog.set_level(logging.INFO)
+    transport = make_transport(tmp_path, broker_config(broker, queue_name, heartbeat=1))
+    with transport:
+        until = time.monotonic() + 4
+        while time.monotonic() < until:
+            transport.poll()
+            time.sleep(0.2)
+        transport.publish(make_messages(1)[0])
+        transport.flush()
+    assert len(transport.confirmed) == 1
+    assert len(broker.fetch(queue_name)) == 1
+    assert "connecting again" not in caplog.text  # the first connection lived throughout
+
+
+def test_without_poll_an_idle_connection_is_lost(broker, queue_name, tmp_path, caplog) -> None:
+    # The control for the test above: the same idle time without poll() loses the
+    # connection, so poll() is what kept it. The transport then connects again.
+    caplog.set_level(logging.INFO)
+    transport = make_transport(tmp_path, broker_config(broker, queue_name, heartbeat=1))
+    with transport:
+        time.sleep(4)
+        transport.publish(make_messages(1)[0])
+        transport.flush()
+    assert "connecting again" in caplog.text
+    assert len(transport.confirmed) == 1
+
+
+# -- failover within a run (issue 11.3) ----------------------------------------------------
+
+
+def test_connection_lost_mid_run_fails_over_to_the_next_node(
+    broker, queue_name, tmp_path, caplog
+) -> None:
+    caplog.set_level(logging.INFO)
+    messages = make_messages(200, pad=200)  # about 2.5 kB each
+    # Two nodes of a "cluster": two proxies in front of the same broker; the first is cut
+    # mid-stream and stays down (it closes every later connection at once).
+    with Proxy(cut_after=150_000) as first, Proxy() as second:
+        hosts = f"127.0.0.1:{first.port}, 127.0.0.1:{second.port}"
+        transport = make_transport(
+            tmp_path, broker_config(broker, queue_name, host=hosts, window=8)
+        )
+        with transport:
+            for message in messages:
+                transport.publish(message)
+            transport.flush()
+        assert second.forwarded > 0
+    assert sorted(ids(transport.confirmed)) == sorted(ids(messages))  # each exactly once
+    arrived = [props.message_id for props, _ in broker.fetch(queue_name)]
+    assert set(arrived) == set(ids(messages))
+    # Only what was in flight at the cut went twice, with the same id.
+    assert len(arrived) - len(messages) <= 8
+    assert f"127.0.0.1:{first.port}" in caplog.text and "connecting again" in caplog.text
+    assert f"through rabbit 127.0.0.1:{second.port}" in caplog.text
+
+
+def test_reconnections_are_bounded_per_run(broker, queue_name, tmp_path) -> None:
+    # A node that accepts connections and drops each one mid-stream: the run gives up
+    # after 1 + connect_retries reconnections instead of looping.
+    messages = make_messages(60, pad=2000)
+    with Proxy() as proxy:
+        transport = make_transport(
+            tmp_path, broker_config(broker, queue_name, port=proxy.port, connect_retries=1)
+        )
+        with pytest.raises(TransportUnavailable, match=r"again \(2 reconnection\(s\)") as info:
+            with transport:
+                for i, message in enumerate(messages):
+                    if i % 20 == 19:
+                        proxy.cut()
+                        proxy.reopen()
+                    transport.publish(message)
+                transport.flush()
+    assert "connect_retries" in str(info.value)
+    confirmed = ids(transport.confirmed)
+    assert confirmed == ids(messages)[: len(confirmed)]
+
+
+# -- nacks: a moment's refusal or a full queue (issue 11.4) --------------------------------
+
+
+def test_nacks_that_pass_are_retried_and_the_run_goes_on(
+    broker, queue_name, tmp_path, caplog
+) -> None:
+    # A real refusal that passes: the queue is full (x-max-length 2, reject-publish) and a
+    # consumer empties it while the transport waits to publish the nacked ones again.
+    import threading
+
+    caplog.set_level(logging.INFO)
+    messages = make_messages(5)
+    transport = make_transport(
+        tmp_path,
+        broker_config(broker, queue_name, window=8, retry_delay=0.5, nack_retries=4),
+        {"x-max-length": 2, "x-overflow": "reject-publish"},
+    )
+    drained: list[str] = []
+    stop = threading.Event()
+
+    def consumer() -> None:
+        time.sleep(0.3)  # after the first nacks
+        while not stop.is_set() and len(drained) < len(messages):
+            drained.extend(props.message_id for props, _ in broker.fetch(queue_name))
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=consumer)
+    with transport:
+        thread.start()
+        try:
+            for message in messages:
+                transport.publish(message)
+            transport.flush()
+        finally:
+            stop.set()
+            thread.join()
+    drained.extend(props.message_id for props, _ in broker.fetch(queue_name))
+    assert "nacked; publishing it again in 0.5s (retry 1 of 4)" in caplog.text
+    assert sorted(ids(transport.confirmed)) == sorted(ids(messages))
+    assert sorted(drained) == sorted(ids(messages))  # each arrived exactly once
+
+
+def test_nack_that_persists_without_a_length_limit_we_know_of_is_temporary(
+    broker, queue_name, tmp_path
+) -> None:
+    # passive: the archive owns the queue, so its arguments are unknown here.
+    broker.declare(queue_name, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    messages = make_messages(3)
+    transport = make_transport(
+        tmp_path, broker_config(broker, queue_name, nack_retries=2), {"passive": "true"}
+    )
+    with transport:
+        with pytest.raises(TransportUnavailable, match="refused .nacked. message") as info:
+            for message in messages:
+                transport.publish(message)
+            transport.flush()
+    assert "3 times" in str(info.value) and "x-overflow = reject-publish" in str(info.value)
+    assert ids(transport.confirmed) == ids(messages[:1])
+
+
+def cli_config(tmp_path: Path, rabbit: dict[str, object], queue_options: dict | None = None):
+    return write_config(tmp_path, rabbit, queue_options)
+
+
+def run_cli(cfg: Path, root: Path, *extra: str) -> int:
+    from tstat_transport.cli import send_main
+
+    return send_main(["-c", str(cfg), "-T", "0", "-S", "s1", "-d", str(root), *extra])
+
+
+def processed(root: Path) -> list[str]:
+    return sorted(p.parent.name for p in root.glob("*/.processed"))
+
+
+def test_cli_full_queue_is_exit_1_with_the_hint(
+    broker, queue_name, tstat_root, tmp_path, capsys
+) -> None:
+    root = tstat_root("full")
+    cfg = cli_config(
+        tmp_path,
+        broker_config(broker, queue_name, window=4),
+        {"x-max-length": 3, "x-overflow": "reject-publish"},
+    )
+    assert run_cli(cfg, root) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "nacked" in err[0] and "the queue is full" in err[0] and "x-max-length" in err[0]
+    assert "4 times" in err[0]  # 1 + nack_retries (default 3)
+    assert processed(root) == []
+    assert len(broker.fetch(queue_name)) == 3
+
+
+def test_cli_broker_that_never_confirms_is_exit_75_and_keeps_progress(
+    broker, queue_name, tstat_root, tmp_path, capsys
+) -> None:
+    root = tstat_root("full")
+    with Proxy() as proxy:
+        cfg = cli_config(
+            tmp_path,
+            broker_config(broker, queue_name, port=proxy.port, heartbeat=1, confirm_timeout=2),
+        )
+        proxy.withhold_confirms()
+        assert run_cli(cfg, root) == 75
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no confirm from the broker for 2s" in err[0], err
+    assert processed(root) == []
+
+
+def test_cli_failover_mid_run_delivers_everything_in_one_run(
+    broker, queue_name, tstat_root, tmp_path, capsys
+) -> None:
+    root = tstat_root("full")
+    send_expected = run_cli_stdout(root, capsys)
+    with Proxy(cut_after=60_000) as first, Proxy() as second:
+        hosts = f"127.0.0.1:{first.port}, 127.0.0.1:{second.port}"
+        cfg = cli_config(tmp_path, broker_config(broker, queue_name, host=hosts, window=4))
+        assert run_cli(cfg, root) == 0
+    assert capsys.readouterr().err == ""  # a failover that worked is not worth a mail
+    assert len(processed(root)) == 3  # the three complete directories
+    arrived = broker.fetch(queue_name)
+    got = [json.dumps(o, sort_keys=True) for _, body in arrived for o in json.loads(body)]
+    want = [json.dumps(o, sort_keys=True) for o in send_expected]
+    assert set(got) == set(want)
+    assert len(got) - len(want) <= 4 * 100  # at most the window went twice
+    bodies: dict[str, bytes] = {}
+    for props, body in arrived:  # a message sent twice is the same message
+        assert bodies.setdefault(props.message_id, body) == body
+
+
+def run_cli_stdout(root: Path, capsys, *extra: str) -> list[dict]:
+    from tstat_transport.cli import send_main
+
+    send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root), *extra])
+    return [o for line in capsys.readouterr().out.splitlines() for o in json.loads(line)]
+
+
+def test_cli_broker_unreachable_is_one_line_without_v(tmp_path, tstat_root, capsys) -> None:
+    root = tstat_root("full")
+    port = free_port()
+    cfg = cli_config(
+        tmp_path, {"host": "127.0.0.1", "port": port, "queue": "q", "connect_retries": 2}
+    )
+    assert run_cli(cfg, root) == 75
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 round(s)" in err[0] and f"127.0.0.1:{port}" in err[0]
+    assert run_cli(cfg, root, "-v") == 75
+    assert len([line for line in capsys.readouterr().err.splitlines() if "retry" in line]) == 2
+
+
+def test_cli_host_that_does_not_exist_is_exit_2(tmp_path, tstat_root, capsys) -> None:
+    root = tstat_root("full")
+    cfg = cli_config(tmp_path, {"host": "rmq-typo.invalid", "queue": "q", "connect_retries": 2})
+    assert run_cli(cfg, root) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such host name 'rmq-typo.invalid'" in err[0], err
+    assert "fix [rabbit] host" in err[0]
+    assert processed(root) == []
+
+
+def write_long_quiet_log(directory: Path, data_dir: Path, members: int) -> None:
+    """A log_tcp_complete.gz of real rows: 1600 * `members` rows below 1 MB in both
+    directions, then every row of a real log (a few above it). Written as repeated gzip
+    members, so that the file stays small however long it takes to read."""
+    import gzip
+
+    real = data_dir / "full" / "2026_11_24_19_18.out" / "log_tcp_complete"
+    header, *rows = real.read_text().splitlines(keepends=True)
+    names = [column.split(":")[0] for column in header.lstrip("#0123456789").split()]
+    volume = [
+        names.index(n) for n in ("c_bytes_all", "s_bytes_all", "c_bytes_uniq", "s_bytes_uniq")
+    ]
+    quiet = [r for r in rows if all(int(r.split()[i]) < 1_000_000 for i in volume)][:40]
+    member = gzip.compress("".join(quiet).encode() * 40)
+    directory.mkdir(parents=True)
+    with open(directory / "log_tcp_complete.gz", "wb") as f:
+        f.write(gzip.compress(header.encode()))
+        f.write(member * members)
+        f.write(gzip.compress("".join(rows).encode()))
+
+
+def test_cli_heartbeat_1_survives_a_long_log_below_the_threshold(
+    broker, queue_name, data_dir, tmp_path, capsys
+) -> None:
+    # About 960 000 rows that give no message, read for longer than the two heartbeats
+    # (2 s) after which RabbitMQ drops a silent connection; then the rows that do.
+    root = tmp_path / "root"
+    write_long_quiet_log(root / "2026_11_24_19_18.out", data_dir, members=600)
+    # What must arrive: what the real rows alone give (the quiet ones give nothing).
+    alone = tmp_path / "alone" / "2026_11_24_19_18.out"
+    alone.mkdir(parents=True)
+    shutil.copy(data_dir / "full" / alone.name / "log_tcp_complete", alone)
+    want = run_cli_stdout(alone.parent, capsys, "-T", "1", "--include-newest")
+    cfg = cli_config(tmp_path, broker_config(broker, queue_name, heartbeat=1))
+    started = time.monotonic()
+    assert run_cli(cfg, root, "-T", "1", "--include-newest", "-v") == 0
+    took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert "connecting again" not in err  # the one connection lived throughout
+    assert processed(root) == ["2026_11_24_19_18.out"]
+    arrived = [o for _, body in broker.fetch(queue_name) for o in json.loads(body)]
+    assert arrived == want and len(want) > 0
+    assert took > 2.5, f"the log was read in {took:.1f}s: too fast to show anything"
+
+
+def test_a_node_restarted_mid_run_is_ridden_through(private_node: PrivateNode, tmp_path, caplog):
+    # A real restart of the node's RabbitMQ application: it closes our connection (320
+    # CONNECTION_FORCED, or a reset while we write), refuses connections for a few
+    # seconds, then takes them again.
+    import threading
+
+    caplog.set_level(logging.INFO)
+    queue = f"tstat-test-{uuid.uuid4().hex[:12]}"
+    messages = make_messages(300, pad=100)
+    transport = make_transport(
+        tmp_path,
+        {
+            "host": private_node.host,
+            "port": private_node.port,
+            "queue": queue,
+            "window": 8,
+            "connect_retries": 4,
+            "retry_delay": 1,  # rounds 1, 2, 4, 8 s apart: enough for the restart
+        },
+    )
+    restarted = threading.Event()
+
+    def restart() -> None:
+        assert private_node.ctl("stop_app").returncode == 0
+        assert private_node.ctl("start_app").returncode == 0
+        restarted.set()
+
+    restarter = threading.Thread(target=restart)
+    with transport:
+        for i, message in enumerate(messages):
+            if i == 100:
+                restarter.start()
+            if restarter.is_alive():
+                time.sleep(0.05)  # keep publishing while the node goes away and back
+            transport.publish(message)
+        transport.flush()
+    restarter.join()
+    assert restarted.is_set()
+    assert "connecting again" in caplog.text
+    assert sorted(ids(transport.confirmed)) == sorted(ids(messages))
+    with private_node.connect() as conn:
+        channel = conn.channel()
+        arrived = []
+        while True:
+            method, props, _ = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                break
+            arrived.append(props.message_id)
+        channel.queue_delete(queue)
+    assert set(arrived) == set(ids(messages))  # the durable queue kept them through it
+    assert len(arrived) - len(messages) <= 8

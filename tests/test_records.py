@@ -458,3 +458,15 @@ def test_fast_path_and_reference_agree_on_any_address(data_dir, c, s, protocol):
     reference = _reference_json(conv, fields)
     assert fast in (None, reference)
     assert json.loads(reference[0])["meta"]["src_ip"] == c
+
+
+def test_a_traceback_through_the_fast_encoder_shows_its_source_line(data_dir):
+    import traceback
+
+    names, fields = real_row(data_dir, "full", "2026_11_24_19_22.out/log_tcp_complete", 2)
+    conv = compile_converter("tcp", names, OPTS)
+    with pytest.raises(IndexError) as info:
+        conv.encode(fields[:5])  # a row cut short: the encoder reads past its end
+    text = "".join(traceback.format_exception(info.type, info.value, info.tb))
+    assert "<tstat tcp encoder " in text
+    assert "    c_bits = int(f[" in text  # the generated line itself, not just its number

@@ -27,9 +27,11 @@ never logged and never written anywhere by this tool.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 import re
+import stat
 from functools import lru_cache
-from pathlib import Path
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import TYPE_CHECKING, Callable
 
@@ -37,6 +39,8 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .config import ConfigFile
+
+log = logging.getLogger(__name__)
 
 SECTION = "anonymize"
 CONFIG_SECTIONS: dict[str, set[str] | None] = {
@@ -201,9 +205,19 @@ def _read_key(config: ConfigFile, where: str) -> tuple[bytes, str]:
         raise ConfigError(f"{where} method = pseudonymize needs exactly one of key_file, key")
     if key_file:
         try:
-            data = Path(key_file).read_bytes()
+            # Without blocking (a FIFO would hang the run), and only a regular file.
+            fd = os.open(key_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+            with open(fd, "rb") as f:
+                mode = os.fstat(fd).st_mode
+                if not stat.S_ISREG(mode):
+                    raise ConfigError(f"{where} key_file = {key_file!r}: not a regular file")
+                data = f.read(4096)  # a key is 64 bytes: never read a wrong path's whole file
         except OSError as exc:
             raise ConfigError(f"{where} key_file = {key_file!r}: {exc.strerror}") from None
+        if mode & 0o077:
+            # Whoever reads the key can undo the pseudonyms: say so, as ssh does.
+            log.warning("%s key_file %s can be read by other users than its owner "
+                        "(chmod 600 it)", where, key_file)  # fmt: skip
         source = f"key_file = {key_file!r}"
     else:
         data, source = key_text.encode("latin-1"), "key"

@@ -231,7 +231,7 @@ def build_send_parser() -> argparse.ArgumentParser:
         "--config",
         metavar="FILE",
         help=f"transport config file (default: ./config.ini if it exists, else {SYSTEM_CONFIG}; "
-        "not needed with -N)",
+        "not needed with -N, which reads only its [anonymize] section when there is one)",
     )
     p.add_argument(
         "-T",

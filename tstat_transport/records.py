@@ -374,7 +374,8 @@ def compile_converter(protocol: str, names: Sequence[str], options: Options) -> 
 # Two IPv4 addresses as ipaddress accepts them (no leading zeros), or two words that
 # may be IPv6 addresses (group 1), which _ipv6_ok then checks; neither needs escaping.
 _INT = r"(?:0|-?[1-9][0-9]*)"
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# The short octets first: the common case matches at once (backtracking finds 100-255).
+_OCTET = r"(?:[1-9]?[0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-5])"
 _IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
 _ROW_OK = re.compile(rf"(?:{_IPV4} {_IPV4}|([0-9a-fA-F:.]+ [0-9a-fA-F:.]+))(?: {_INT})+").fullmatch
 

@@ -171,11 +171,11 @@ MUTATIONS = [
     ),
     Mutation(
         "state-saved-every-window",
-        "with a wide window the state is written every window/8 confirmed messages",
+        "with a wide window the state is written every window/2 confirmed messages",
         "tstat_transport/sender.py",
-        "self._save_every = max(1, transport.window // 8)",
+        "self._save_every = max(1, transport.window // 2)",
         "self._save_every = max(1, transport.window)",
-        (P + "test_a_wide_window_saves_progress_every_eighth_confirmed_message",),
+        (P + "test_a_wide_window_saves_progress_every_half_window_of_confirmed_messages",),
     ),
     Mutation(
         "unusable-log-marked",
@@ -249,6 +249,14 @@ MUTATIONS = [
         "class AlreadyRunning(TstatError):",
         "TransportUnavailable.exit_code = EXIT_FAILED\n\n\nclass AlreadyRunning(TstatError):",
         (D + "test_broker_down_at_start",),
+    ),
+    Mutation(
+        "secret-in-the-log",
+        "passwords never appear in the output, whatever line carries them",
+        "tstat_transport/logsetup.py",
+        '            text = text.replace(secret, "***")\n',
+        "            pass\n",
+        ("tests/test_cli.py::test_a_secret_echoed_anywhere_in_the_log_is_masked",),
     ),
     # -- HTTP: only a 2xx is a confirm ---------------------------------------------------
     Mutation(
@@ -327,6 +335,31 @@ MUTATIONS = [
         (C + "test_removes_only_directories_whose_marker_is_older_than_ttl",),
     ),
     Mutation(
+        "cull-future-marker-expired",
+        "a marker dated in the future is never expired",
+        "tstat_transport/cull.py",
+        "    return age >= 0 and age >= ttl_seconds\n",
+        "    return abs(age) >= ttl_seconds\n",
+        (C + "test_marker_dated_in_the_future_is_not_expired",),
+    ),
+    Mutation(
+        "cull-no-recheck",
+        "a directory whose marker changed since the decision is kept",
+        "tstat_transport/cull.py",
+        "    if mtime is None or not is_expired(mtime, now, ttl_seconds):\n",
+        "    if False:\n",
+        (C + "test_recheck_keeps_what_changed_after_the_decision",),
+    ),
+    Mutation(
+        "cull-leftovers-kept",
+        "the next run finishes any .culling-<name> an interrupted one left behind",
+        "tstat_transport/cull.py",
+        "        for leftover in leftovers:\n"
+        "            _finish(leftover, leftover.path, report)\n",
+        "",
+        (C + "test_next_run_finishes_culling_leftovers_only_with_tstat_names",),
+    ),
+    Mutation(
         "cull-ignores-keep-min",
         "--keep-min N never leaves fewer than N processed directories",
         "tstat_transport/cull.py",
@@ -371,7 +404,7 @@ def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int |
                               timeout=timeout)  # fmt: skip
     except subprocess.TimeoutExpired:
         return None, ""
-    return done.returncode, (done.stdout + done.stderr)[-2000:]
+    return done.returncode, done.stdout[-3000:] + done.stderr[-1000:]
 
 
 def apply(copy: Path, mutation: Mutation) -> str | None:

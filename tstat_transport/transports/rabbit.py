@@ -1,11 +1,11 @@
 """RabbitMQ transport: publish each message to an AMQP 0-9-1 broker with publisher confirms.
 
-Config sections (details and examples in doc/rabbitmq.md):
+Config sections (every key and its default in doc/rabbitmq.md; parsed by rabbit_settings):
 
 - `[rabbit]`: host (comma-separated cluster nodes, each optionally `host:port`), port,
-  username, password, use_ssl, vhost, queue, routing_key, exchange, and the knobs that
-  keep a cron run bounded: window, connect_retries, retry_delay, timeout, heartbeat,
-  blocked_connection_timeout.
+  username, password, use_ssl, vhost, queue, routing_key, exchange, and the bounds that
+  keep a cron run from hanging: window, connect_retries, retry_delay, timeout,
+  heartbeat, blocked_connection_timeout, confirm_timeout, nack_retries.
 - `[rabbit_queue_options]`: durable, exclusive, auto_delete, passive (booleans); any
   other key is a queue argument (`x-queue-type = quorum`), which starts with x-.
 - `[ssl_options]`: ca_certs, certfile, keyfile, server_hostname, verify (or the
@@ -14,305 +14,138 @@ Config sections (details and examples in doc/rabbitmq.md):
 Delivery guarantees: every message is published persistent (delivery_mode 2) and
 `mandatory`, on a channel in confirm mode. A message is reported through `on_confirm`
 only once the broker has acked it and did not return it as unroutable, so a confirmed
-message is held by at least one queue. Up to `window` messages are in flight at once;
-a message that is unconfirmed when the connection is lost is not reported, and the
-sender sends it again on the next run (at-least-once; `message_id` lets a consumer
-drop the duplicate). A nack or a return fails the run with TransportError.
+message is held by at least one queue. Up to `window` messages are in flight at once.
+A connection lost mid-run is opened again (another node first) and the messages that
+were in flight are published again with the same `message_id`; a nacked message is
+published again after a pause. Both are bounded (connect_retries, nack_retries,
+confirm_timeout); past the bounds the run stops and the next one resends what was not
+confirmed (at-least-once; `message_id` lets a consumer drop the duplicate).
 
 Only this module imports pika. The SelectConnection is driven by our own loop
-(`_wait`), the way pika's BlockingConnection drives it internally, so acks can be
-handled as they arrive without waiting for each one before the next publish.
+(`_drive`), the way pika's BlockingConnection drives it internally, so acks are
+handled as they arrive without waiting for each one before the next publish. The
+bookkeeping of confirms is in confirms.py, which does no I/O.
 """
 
 from __future__ import annotations
 
 import collections
-import difflib
+import heapq
+import itertools
 import logging
 import socket
 import ssl
+import struct
 import time
-import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, NoReturn
 
 import pika
 import pika.exceptions
+import pika.frame
+import pika.spec
 from pika.adapters.select_connection import IOLoop, SelectConnection
 from pika.adapters.utils import connection_workflow
 
-from ..config import mask, parse_scalar
 from ..errors import ConfigError, TransportError, TransportUnavailable
 from .base import Message, Transport
+from .confirms import ConfirmTracker
+from .rabbit_settings import CONFIG_SECTIONS, RABBIT, Node, RabbitSettings
+from .rabbit_settings import reason as reason_of
 
 if TYPE_CHECKING:
     from ..config import ConfigFile, Settings
 
 log = logging.getLogger(__name__)
 
-RABBIT = "rabbit"
-QUEUE_OPTIONS = "rabbit_queue_options"
-SSL_OPTIONS = "ssl_options"
-QUEUE_FLAGS = ("durable", "exclusive", "auto_delete", "passive")
-
 # AMQP reply codes that mean "try again later" rather than "fix the configuration".
 _TEMPORARY_CODES = {
     320,  # CONNECTION_FORCED: the broker is shutting down or an admin closed us
     541,  # INTERNAL_ERROR: the broker failed, not our request
 }
+# getaddrinfo's answers for a name that does not exist (as opposed to EAI_AGAIN, a
+# resolver that failed for the moment).
+_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+
+
+class Refused(TransportError):
+    """The broker refused a request (an AMQP reply code): an operator must act."""
+
+    def __init__(self, message: str, reply_code: int) -> None:
+        super().__init__(message)
+        self.reply_code = reply_code
+
+
+class ConnectionLost(TransportUnavailable):
+    """A connection that was open went away: opening another one may get further."""
+
+
+class NoSuchHost(TransportUnavailable):
+    """DNS says the host name does not exist: retrying it will not help."""
 
 
 @dataclass(frozen=True)
-class _Node:
-    host: str
-    port: int
+class _Step:
+    """What the transport is doing, for error lines and for choosing a hint."""
 
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+    doing: str
+    subject: str = ""  # "queue" or "exchange" when the step is about one
+
+
+_PUBLISHING = _Step("publishing")
 
 
 class RabbitTransport(Transport):
     """Publish to RabbitMQ with publisher confirms and a bounded window of unconfirmed messages.
 
-    Raises ConfigError from `__init__`, TransportUnavailable (broker down, unreachable,
-    connection lost) or TransportError (refused login, vhost, queue or exchange, a
-    nack, an unroutable message, a certificate that does not verify) from the rest.
+    Raises ConfigError from `__init__` (and from `open()` when no host name exists),
+    TransportUnavailable (broker down, unreachable, connection lost beyond the
+    retries, no confirm within confirm_timeout) or TransportError (refused login,
+    vhost, queue or exchange, a persistent nack on a full queue, an unroutable
+    message, a certificate that does not verify) from the rest.
     """
 
     name: ClassVar[str] = "rabbit"
-    config_sections: ClassVar[dict[str, set[str] | None]] = {
-        RABBIT: {
-            "host",
-            "port",
-            "username",
-            "password",
-            "use_ssl",
-            "vhost",
-            "queue",
-            "routing_key",
-            "exchange",
-            "window",
-            "connect_retries",
-            "retry_delay",
-            "timeout",
-            "heartbeat",
-            "blocked_connection_timeout",
-        },
-        QUEUE_OPTIONS: None,
-        SSL_OPTIONS: {"ca_certs", "certfile", "keyfile", "server_hostname", "verify", "cert_reqs"},
-    }
+    config_sections: ClassVar[dict[str, set[str] | None]] = CONFIG_SECTIONS
 
     def __init__(self, settings: Settings, config: ConfigFile) -> None:
         super().__init__(settings, config)
-        self._read_rabbit(config)
-        self._read_queue_options(config)
-        self._ssl_context = self._read_ssl_options(config) if self.use_ssl else None
-        if not self.use_ssl and any(config.raw_keys(SSL_OPTIONS)):
-            log.warning(
-                "%s: [%s] is ignored because [%s] use_ssl is false",
-                config.name,
-                SSL_OPTIONS,
-                RABBIT,
-            )
+        self.rabbit = RabbitSettings.from_config(config)
+        self.window = self.rabbit.window
         self._loop: IOLoop | None = None
         self._conn: SelectConnection | None = None
         self._channel: Any = None
-        self._node: _Node | None = None
-        self._reset_delivery_state()
-
-    # -- configuration -------------------------------------------------------------
-
-    def _read_rabbit(self, config: ConfigFile) -> None:
-        def where(key: str) -> str:
-            return f"{config.name}: [{RABBIT}] {key}"
-
-        self.use_ssl = config.get_bool(RABBIT, "use_ssl", False)
-        # 5671 is the registered amqps port; a TLS listener on 5672 is rare.
-        self.port = config.get_int(RABBIT, "port", 5671 if self.use_ssl else 5672, lo=1, hi=65535)
-        host_text = config.get_str(RABBIT, "host", "localhost")
-        self.nodes = [
-            self._parse_node(part.strip(), where("host"))
-            for part in host_text.split(",")
-            if part.strip()
-        ]
-        if not self.nodes:
-            raise ConfigError(
-                f"{where('host')} = {mask('host', host_text)}: expected a host name, "
-                "or several separated by commas"
-            )
-        self.username = config.get_str(RABBIT, "username", "guest")
-        self._password = config.get_str(RABBIT, "password", "guest")
-        self.vhost = config.get_str(RABBIT, "vhost", "/") or "/"
-        self.queue = config.get_str(RABBIT, "queue", "")
-        self.exchange = config.get_str(RABBIT, "exchange", "")
-        self.routing_key = config.get_str(RABBIT, "routing_key", self.queue)
-        if not self.exchange and not self.routing_key:
-            if self.queue:  # `routing_key =` left empty: the queue is not to blame
-                raise ConfigError(
-                    f"{where('routing_key')}: is empty, and with the default exchange messages "
-                    "go to the queue the routing key names: remove the line (it defaults to "
-                    "the queue's name) or set it"
-                )
-            raise ConfigError(
-                f"{where('queue')}: required key is missing (with the default "
-                "exchange, messages go to the queue the routing key names)"
-            )
-        self.window = config.get_int(RABBIT, "window", 64, lo=1, hi=65535)
-        self.connect_retries = config.get_int(RABBIT, "connect_retries", 2, lo=0, hi=100)
-        self.retry_delay = config.get_float(RABBIT, "retry_delay", 2.0, lo=0.0)
-        self.timeout = config.get_float(RABBIT, "timeout", 30.0, lo=0.1)
-        self.heartbeat = config.get_int(RABBIT, "heartbeat", 60, lo=1, hi=65535)
-        self.blocked_connection_timeout = config.get_float(
-            RABBIT, "blocked_connection_timeout", 300.0, lo=0.1
-        )
-
-    @staticmethod
-    def _parse_node(text: str, where: str) -> _Node:
-        # `host`, `host:port`, `[v6addr]` or `[v6addr]:port`; a bare IPv6 address has
-        # several colons and takes the default port.
-        host, port_text = text, ""
-        shown = mask("host", text)
-        if any(c.isspace() for c in text):
-            # Two lines run together (`host = h password = x`) would be echoed, password
-            # and all, in every connection error.
-            raise ConfigError(f"{where} = {shown}: expected a host name, found spaces")
-        if "@" in text or "://" in text:
-            # A URL here would be taken for a host name and echoed, password and all,
-            # in every connection error.
-            raise ConfigError(
-                f"{where} = {shown}: expected a host name, not a URL: give username, "
-                "password and vhost in keys of their own"
-            )
-        if text.startswith("["):
-            host, _, rest = text[1:].partition("]")
-            if rest and not rest.startswith(":"):
-                raise ConfigError(f"{where} = {shown}: expected [address]:port")
-            port_text = rest[1:]
-        elif text.count(":") == 1:
-            host, port_text = text.split(":")
-        if not host:
-            raise ConfigError(f"{where} = {shown}: empty host name")
-        if not port_text:
-            return _Node(host, 0)
-        try:
-            port = int(port_text)
-            if not 1 <= port <= 65535:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(f"{where} = {shown}: port must be an integer 1-65535") from None
-        return _Node(host, port)
-
-    def _read_queue_options(self, config: ConfigFile) -> None:
-        self.queue_flags = {
-            # Durable unless told otherwise: a persistent message in a non-durable queue
-            # is confirmed, then lost when the broker restarts.
-            "durable": config.get_bool(QUEUE_OPTIONS, "durable", True),
-            "exclusive": config.get_bool(QUEUE_OPTIONS, "exclusive", False),
-            "auto_delete": config.get_bool(QUEUE_OPTIONS, "auto_delete", False),
-        }
-        self.passive = config.get_bool(QUEUE_OPTIONS, "passive", False)
-        # Every other key is a queue argument: `x-max-length = 10000` becomes the integer
-        # 10000, as the broker requires; `x-queue-type = quorum` stays a string. Queue
-        # arguments all start with x-: any other key is a misspelled flag (`durabel`),
-        # which the broker would accept as an argument and ignore.
-        for key in config.raw_keys(QUEUE_OPTIONS):
-            if key not in QUEUE_FLAGS and not key.lower().startswith("x-"):
-                close = difflib.get_close_matches(key, QUEUE_FLAGS, n=1, cutoff=0.6)
-                hint = (
-                    f"did you mean {close[0]!r}?"
-                    if close
-                    else f"not a flag ({', '.join(QUEUE_FLAGS)}), and queue arguments start with x-"
-                )
-                raise ConfigError(f"{config.name}: [{QUEUE_OPTIONS}] {key}: unknown key ({hint})")
-        self.queue_arguments: dict[str, Any] = {
-            key: parse_scalar(value)
-            for key, value in config.items(QUEUE_OPTIONS).items()
-            if key not in QUEUE_FLAGS
-        }
-        if (self.queue_arguments or config.raw_keys(QUEUE_OPTIONS)) and not self.queue:
-            log.warning(
-                "%s: [%s] is ignored because [%s] queue is not set: no queue is declared",
-                config.name,
-                QUEUE_OPTIONS,
-                RABBIT,
-            )
-
-    def _read_ssl_options(self, config: ConfigFile) -> ssl.SSLContext:
-        def where(key: str) -> str:
-            return f"{config.name}: [{SSL_OPTIONS}] {key}"
-
-        verify = config.get_bool(SSL_OPTIONS, "verify", True)
-        cert_reqs = config.get_str(SSL_OPTIONS, "cert_reqs", "").upper()
-        if cert_reqs and cert_reqs not in ("CERT_NONE", "CERT_OPTIONAL", "CERT_REQUIRED"):
-            raise ConfigError(
-                f"{where('cert_reqs')} = {cert_reqs!r}: expected CERT_REQUIRED or CERT_NONE"
-            )
-        off_key = "verify"
-        if cert_reqs == "CERT_NONE":
-            if config.get_str(SSL_OPTIONS, "verify", "") and verify:
-                raise ConfigError(
-                    f"{where('cert_reqs')} = CERT_NONE contradicts "
-                    f"[{SSL_OPTIONS}] verify = true: keep one of them"
-                )
-            verify, off_key = False, "cert_reqs"
-        ca_certs = config.get_str(SSL_OPTIONS, "ca_certs", "")
-        certfile = config.get_str(SSL_OPTIONS, "certfile", "")
-        keyfile = config.get_str(SSL_OPTIONS, "keyfile", "")
-        self.server_hostname = config.get_str(SSL_OPTIONS, "server_hostname", "") or None
-        if keyfile and not certfile:
-            raise ConfigError(f"{where('keyfile')}: needs [{SSL_OPTIONS}] certfile as well")
-
-        # The files are read here, not in open(): a CA file that cannot be read is a
-        # configuration error, and should stop the run before any directory is touched.
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        if ca_certs:
-            try:
-                context.load_verify_locations(cafile=ca_certs)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(
-                    f"{where('ca_certs')} = {ca_certs!r}: cannot load CA "
-                    f"certificates: {_reason(exc)}"
-                ) from None
-        if certfile:
-            try:
-                context.load_cert_chain(certfile, keyfile or None)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(
-                    f"{where('certfile')} = {certfile!r}: cannot load the client "
-                    f"certificate/key: {_reason(exc)}"
-                ) from None
-        if not verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            log.warning(
-                "%s: TLS certificate verification is off: the connection is encrypted "
-                "but the broker is not authenticated",
-                where(off_key),
-            )
-        self.verify = verify
-        return context
+        self._node: Node | None = None
+        self._step = _Step("connecting")
+        self._tracker = ConfirmTracker()
+        # Confirmed messages not yet reported: on_confirm runs from our own code, never
+        # from inside pika's frame handling.
+        self._confirmed: collections.deque[Message] = collections.deque()
+        # Nacked messages waiting to be published again: (when, sequence, message).
+        self._retries: list[tuple[float, int, Message]] = []
+        self._nacks: dict[str, int] = {}  # message_id -> times nacked in this run
+        self._sequence = itertools.count()
+        self._failure: TransportError | None = None
+        self._events = 0  # counts acks, nacks, returns and closes: "something happened"
+        self._last_progress = time.monotonic()  # confirm_timeout counts from here
+        self._reconnects_left = 1 + self.rabbit.connect_retries
+        self._blocked = False  # a broker alarm: blocked_connection_timeout bounds the wait
+        # One pass of the I/O loop costs about as much as framing a message: publishes
+        # go out together every window / 8 (at most 8) messages, well inside the window.
+        self._pump_every = max(1, min(8, self.window // 8))
+        self._unpumped = 0
+        self._publish_frame: bytes | None = None  # basic.publish, marshalled for the channel
 
     # -- what the operator sees ----------------------------------------------------
 
-    def _node_port(self, node: _Node) -> _Node:
-        return node if node.port else _Node(node.host, self.port)
-
     def describe(self) -> str:
         """`amqp://user@host:port/vhost queue=... exchange=...`, never the password."""
-        scheme = "amqps" if self.use_ssl else "amqp"
-        hosts = ",".join(str(self._node_port(n)) for n in self.nodes)
-        user = urllib.parse.quote(self.username, safe="")
-        vhost = urllib.parse.quote(self.vhost, safe="")
-        text = f"{scheme}://{user}@{hosts}/{vhost} queue={self.queue or '-'}"
-        text += f" exchange={self.exchange or '(default)'}"
-        if self.routing_key != self.queue:
-            text += f" routing_key={self.routing_key}"
-        return text
+        return self.rabbit.describe()
 
-    def _where(self, node: _Node | None = None) -> str:
+    def _where(self, node: Node | None = None) -> str:
         node = node or self._node
-        hosts = str(node) if node else ",".join(str(self._node_port(n)) for n in self.nodes)
-        return f"rabbit {hosts} (vhost {self.vhost!r}, user {self.username!r})"
+        hosts = str(node) if node else ",".join(str(n) for n in self.rabbit.nodes)
+        return f"rabbit {hosts} (vhost {self.rabbit.vhost!r}, user {self.rabbit.username!r})"
 
     # -- connection ----------------------------------------------------------------
 
@@ -321,7 +154,8 @@ class RabbitTransport(Transport):
 
         Unavailable nodes are tried in turn, for 1 + connect_retries rounds with an
         exponential backoff between rounds; refusals (login, vhost, queue) stop at once.
-        Raises TransportUnavailable or TransportError.
+        Raises TransportUnavailable, TransportError, or ConfigError when no host name
+        of the list exists.
         """
         self._open(check_only=False)
 
@@ -336,52 +170,79 @@ class RabbitTransport(Transport):
             self.close()
             raise
 
-    def _open_any_node(self, check_only: bool) -> str:
+    def _open_any_node(self, check_only: bool, first: int = 0) -> str:
+        settings = self.rabbit
+        nodes = settings.nodes[first:] + settings.nodes[:first]
         failures: list[str] = []
+        missing: list[Node] = []  # names DNS says do not exist: not tried again
         last: TransportUnavailable | None = None
-        rounds = 1 + self.connect_retries
+        rounds = 1 + settings.connect_retries
         for attempt in range(rounds):
+            candidates = [node for node in nodes if node not in missing]
+            if not candidates:
+                break
             if attempt:
-                delay = self.retry_delay * 2 ** (attempt - 1)
-                log.warning(
+                delay = settings.retry_pause(attempt)
+                # Only with -v: cron mails the one line that ends the run, not each retry.
+                log.info(
                     "no RabbitMQ node reachable (last: %s); retry %d of %d in %gs",
                     failures[-1],
                     attempt,
-                    self.connect_retries,
+                    settings.connect_retries,
                     delay,
                 )
                 time.sleep(delay)
-            for node in self.nodes:
-                node = self._node_port(node)
+            for node in candidates:
                 try:
                     self._connect(node)
-                    return self._setup_channel(check_only)
+                    report = self._setup_channel(check_only)
                 except TransportUnavailable as exc:
                     last = exc
                     failures.append(str(exc))
                     log.info("%s", exc)
                     self._drop_connection()
+                    if isinstance(exc, NoSuchHost):
+                        missing.append(node)
+                    continue
+                for node in missing:
+                    log.warning(
+                        "%s: [%s] host %r does not exist (DNS): remove or fix it",
+                        settings.config_name,
+                        RABBIT,
+                        node.host,
+                    )
+                return report
         tried = "; ".join(dict.fromkeys(failures))  # same failure each round: say it once
+        if len(missing) == len(nodes):
+            names = ", ".join(repr(node.host) for node in missing)
+            raise ConfigError(
+                f"{settings.config_name}: [{RABBIT}] host: no such host name {names} "
+                "(DNS says it does not exist): fix [rabbit] host"
+            ) from (last.__cause__ if last else None)
         raise TransportUnavailable(
-            f"cannot reach RabbitMQ after {rounds} round(s) over {len(self.nodes)} node(s): {tried}"
+            f"cannot reach RabbitMQ after {rounds} round(s) over {len(nodes)} node(s): {tried}"
         ) from (last.__cause__ if last else None)
 
-    def _connect(self, node: _Node) -> None:
+    def _connect(self, node: Node) -> None:
+        settings = self.rabbit
         self._node = node
-        self._reset_delivery_state()
+        self._failure = None
+        self._step = _Step("connecting")
         ssl_options = None
-        if self._ssl_context is not None:
-            ssl_options = pika.SSLOptions(self._ssl_context, self.server_hostname or node.host)
+        if settings.ssl_context is not None:
+            ssl_options = pika.SSLOptions(
+                settings.ssl_context, settings.server_hostname or node.host
+            )
         params = pika.ConnectionParameters(
             host=node.host,
             port=node.port,
-            virtual_host=self.vhost,
-            credentials=pika.PlainCredentials(self.username, self._password),
+            virtual_host=settings.vhost,
+            credentials=pika.PlainCredentials(settings.username, settings.password),
             ssl_options=ssl_options,
-            heartbeat=self.heartbeat,
-            blocked_connection_timeout=self.blocked_connection_timeout,
-            socket_timeout=self.timeout,
-            stack_timeout=self.timeout,
+            heartbeat=settings.heartbeat,
+            blocked_connection_timeout=settings.blocked_connection_timeout,
+            socket_timeout=settings.timeout,
+            stack_timeout=settings.timeout,
             connection_attempts=1,
             client_properties={"connection_name": "tstat_transport " + socket.gethostname()},
         )
@@ -394,139 +255,139 @@ class RabbitTransport(Transport):
             on_close_callback=self._on_connection_closed,
             custom_ioloop=self._loop,
         )
-        self._wait(lambda: bool(outcome), "connecting", timeout=self.timeout + 1)
+        self._wait(lambda: bool(outcome), settings.timeout + 1)
         if "error" in outcome:
             raise self._open_error(outcome["error"]) from outcome["error"]
-        log.info("connected to %s%s", self._where(node), " over TLS" if self.use_ssl else "")
+        self._blocked = False
+        self._conn.add_on_connection_blocked_callback(self._on_blocked)
+        self._conn.add_on_connection_unblocked_callback(self._on_unblocked)
+        log.info("connected to %s%s", self._where(node), " over TLS" if settings.use_ssl else "")
 
     def _setup_channel(self, check_only: bool) -> str:
         """Open the channel, check the exchange, declare (or check) the queue, enable confirms."""
         assert self._conn is not None
+        settings = self.rabbit
         opened: list[Any] = []
-        self._doing = "opening a channel"
+        self._step = _Step("opening a channel")
         self._conn.channel(on_open_callback=opened.append)
-        self._wait(lambda: bool(opened), self._doing, timeout=self.timeout)
+        self._wait(lambda: bool(opened), settings.timeout)
         channel = self._channel = opened[0]
+        self._publish_frame = None
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         report = []
-        if self.exchange:
+        if settings.exchange:
             # We never declare an exchange (its type and owner are the archive's); a
             # passive declare fails with 404 when it is missing.
             self._rpc(
-                lambda cb: channel.exchange_declare(self.exchange, passive=True, callback=cb),
-                f"checking exchange {self.exchange!r}",
+                lambda cb: channel.exchange_declare(settings.exchange, passive=True, callback=cb),
+                _Step(f"checking exchange {settings.exchange!r}", "exchange"),
             )
-            report.append(f"exchange {self.exchange!r} exists")
-        if self.queue:
-            passive = self.passive or check_only
+            report.append(f"exchange {settings.exchange!r} exists")
+        if settings.queue:
+            passive = settings.passive or check_only
             what = "checking" if passive else "declaring"
             try:
                 ok = self._rpc(
                     lambda cb: channel.queue_declare(
-                        self.queue,
+                        settings.queue,
                         passive=passive,
-                        arguments=None if passive else self.queue_arguments,
+                        arguments=None if passive else settings.queue_arguments,
                         callback=cb,
-                        **self.queue_flags,
+                        **settings.queue_flags,
                     ),
-                    f"{what} queue {self.queue!r}",
+                    _Step(f"{what} queue {settings.queue!r}", "queue"),
                 )
-            except TransportError as exc:
-                if not (
-                    check_only and not self.passive and getattr(exc, "reply_code", None) == 404
-                ):
+            except Refused as exc:
+                if not (check_only and not settings.passive and exc.reply_code == 404):
                     raise
                 report.append(
-                    f"queue {self.queue!r} does not exist yet (the first run declares it)"
+                    f"queue {settings.queue!r} does not exist yet (the first run declares it)"
                 )
             else:
                 report.append(
-                    f"queue {self.queue!r} has {ok.method.message_count} message(s) "
+                    f"queue {settings.queue!r} has {ok.method.message_count} message(s) "
                     f"and {ok.method.consumer_count} consumer(s)"
                 )
-                if self.exchange and not passive:
+                if settings.exchange and not passive:
                     # A queue we declare is bound to the exchange, so a fresh broker works
                     # without manual set-up; binding again is a no-op. With passive = true
                     # the archive owns the topology and we change nothing.
                     self._rpc(
                         lambda cb: channel.queue_bind(
-                            self.queue, self.exchange, self.routing_key, callback=cb
+                            settings.queue, settings.exchange, settings.routing_key, callback=cb
                         ),
-                        f"binding queue {self.queue!r} to exchange {self.exchange!r}",
+                        _Step(
+                            f"binding queue {settings.queue!r} to exchange {settings.exchange!r}",
+                            "queue",
+                        ),
                     )
         if not check_only:
             self._rpc(
                 lambda cb: channel.confirm_delivery(self._on_ack_nack, callback=cb),
-                "enabling publisher confirms",
+                _Step("enabling publisher confirms"),
             )
-        self._doing = "publishing"
+        self._step = _PUBLISHING
         return ", ".join(report) or "connected"
 
-    def _rpc(self, call: Callable[[Callable[[Any], None]], None], doing: str) -> Any:
+    def _rpc(self, call: Callable[[Callable[[Any], None]], None], step: _Step) -> Any:
         replies: list[Any] = []
-        self._doing = doing
+        self._step = step
         call(replies.append)
-        self._wait(lambda: bool(replies), doing, timeout=self.timeout)
+        self._wait(lambda: bool(replies), self.rabbit.timeout)
         return replies[0]
 
     # -- the loop ------------------------------------------------------------------
 
-    def _run_until(self, stop: Callable[[], bool], timeout: float | None) -> bool:
-        """Run the I/O loop until `stop()`: True, or False if `timeout` seconds pass first."""
-        assert self._loop is not None
-        expired: list[bool] = []
-        timer = self._loop.call_later(timeout, lambda: expired.append(True)) if timeout else None
+    def _drive(self, stop: Callable[[], bool], deadline: float) -> bool:
+        """Run the I/O loop until `stop()` (True) or until time.monotonic() passes `deadline`."""
+        loop = self._loop
+        assert loop is not None
+        fired: list[bool] = []
+        timer = None
         try:
             while not stop():
-                if expired:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     return False
-                self._loop.poll()
-                self._loop.process_timeouts()
+                if timer is None:
+                    # Wakes poll() up at the deadline at the latest; armed once, not per
+                    # poll. Capped, as the deadline may be infinite (broker blocking us).
+                    timer = loop.call_later(min(left, 5.0), lambda: fired.append(True))
+                loop.poll()
+                loop.process_timeouts()
+                if fired:
+                    fired.clear()
+                    timer = None
             return True
         finally:
             if timer is not None:
-                self._loop.remove_timeout(timer)
+                loop.remove_timeout(timer)
 
-    def _wait(self, done: Callable[[], bool], doing: str, timeout: float | None = None) -> None:
-        """Run the I/O loop until `done()`, reporting confirms; raise the first failure.
-
-        Without a timeout, the heartbeat and blocked_connection_timeout bound the wait:
-        pika closes a connection whose broker went silent or stays blocked.
-        """
-
-        def stop() -> bool:
-            self._deliver_confirms()
-            return self._failure is not None or done()
-
-        finished = self._run_until(stop, timeout)
+    def _wait(self, done: Callable[[], bool], timeout: float) -> None:
+        """Run the I/O loop until `done()` during set-up; raise the first failure."""
+        finished = self._drive(
+            lambda: self._failure is not None or done(), time.monotonic() + timeout
+        )
         if self._failure is not None:
             raise self._failure
         if not finished:
             raise TransportUnavailable(
-                f"{self._where()}: no answer within {timeout:g}s while {doing} "
+                f"{self._where()}: no answer within {timeout:g}s while {self._step.doing} "
                 "(see [rabbit] timeout)"
             )
 
     def _pump(self) -> None:
         """One pass of the I/O loop that does not block: send what is queued, read acks."""
-        assert self._loop is not None
+        loop = self._loop
+        assert loop is not None
         # A zero-delay timer makes poll() return at once, as BlockingConnection does
         # for process_data_events(0).
-        self._loop.call_later(0, lambda: None)
-        self._loop.poll()
-        self._loop.process_timeouts()
-        self._deliver_confirms()
+        loop.call_later(0, _nothing)
+        loop.poll()
+        loop.process_timeouts()
 
     # -- delivery ------------------------------------------------------------------
-
-    def _reset_delivery_state(self) -> None:
-        self._pending: dict[int, Message] = {}  # delivery tag -> message, in tag order
-        self._returned: dict[int, str] = {}  # delivery tag -> why the broker returned it
-        self._confirmed: collections.deque[Message] = collections.deque()
-        self._next_tag = 0
-        self._failure: TransportError | None = None
-        self._doing = "connecting"
 
     def publish(self, message: Message) -> None:
         """Send `message`; block only while `window` messages are unconfirmed.
@@ -534,111 +395,266 @@ class RabbitTransport(Transport):
         Raises TransportError or TransportUnavailable (after reporting every message
         confirmed before the failure).
         """
-        if self._failure is not None:
-            self._fail()
-        if self._channel is None:
+        if self._loop is None:
             raise TransportError(f"{self._where()}: publish() before open()")
-        try:
-            self._wait(lambda: len(self._pending) < self.window, "waiting for confirms")
-        except TransportError:
-            self._fail()
-        properties = pika.BasicProperties(
-            content_type="application/json",
-            delivery_mode=pika.DeliveryMode.Persistent,
-            message_id=message.message_id,
-            timestamp=message.timestamp,
-            headers=message.headers or None,
-        )
-        try:
-            self._channel.basic_publish(
-                self.exchange, self.routing_key, message.body, properties, mandatory=True
-            )
-        except pika.exceptions.AMQPError as exc:
-            raise self._failure or self._unavailable(f"lost while publishing: {exc!r}") from exc
-        self._next_tag += 1
-        self._pending[self._next_tag] = message
-        self._pump()
-        if self._failure is not None:
-            self._fail()
+        if len(self._tracker) + len(self._retries) >= self.window:
+            self._settle_until(lambda: len(self._tracker) + len(self._retries) < self.window)
+        else:
+            self._settle()
+        self._send(message)
+        self._unpumped += 1
+        if self._unpumped >= self._pump_every:
+            self._unpumped = 0
+            self._pump()
+            self._settle()
 
     def flush(self) -> None:
         """Return once every published message is confirmed.
 
         Raises TransportError or TransportUnavailable.
         """
-        if self._channel is None and not self._pending:
+        if self._loop is None:
+            return
+        self._settle_until(lambda: not self._tracker and not self._retries)
+
+    def poll(self) -> None:
+        """Answer heartbeats and collect confirms without blocking (the sender is reading)."""
+        if self._conn is None:
+            return
+        self._pump()
+        self._settle()
+        if self._tracker and time.monotonic() >= self._confirm_deadline():
+            self._fail(self._confirm_timeout_error())
+
+    def _send(self, message: Message) -> None:
+        if not self._tracker:
+            self._last_progress = time.monotonic()  # the clock starts with the oldest unconfirmed
+        # Tracked even when it cannot go out: a lost connection is then recovered by
+        # _settle(), which publishes every unconfirmed message again on the new one.
+        self._tracker.published(message)
+        if self._channel is None:
+            self._record(self._lost("no open channel"))
             return
         try:
-            self._wait(lambda: not self._pending, "waiting for confirms")
-        except TransportError:
-            self._fail()
+            if not (self._channel.is_open and self._conn is not None and self._conn.is_open):
+                raise pika.exceptions.ChannelWrongStateError("channel or connection is closed")
+            self._write_publish(message)
+        except pika.exceptions.AMQPError as exc:
+            self._record(self._lost(f"lost while publishing: {exc!r}"), exc)
 
-    def _fail(self) -> NoReturn:
-        """Raise the recorded failure, first collecting the acks still on their way.
+    def _write_publish(self, message: Message) -> None:
+        """Frame one basic.publish and hand it to the connection as a single write.
+
+        What Channel.basic_publish does, cheaper: the method frame is the same for every
+        message and built once per channel, and the three frames go out as one buffer
+        (one socket send instead of three): 55 instead of 77 us of CPU per 80 kB message
+        here. It uses pika internals, hence the version bound in pyproject.toml.
+        """
+        conn, number, body = self._conn, self._channel.channel_number, message.body
+        if self._publish_frame is None:
+            self._publish_frame = pika.frame.Method(
+                number,
+                pika.spec.Basic.Publish(
+                    exchange=self.rabbit.exchange,
+                    routing_key=self.rabbit.routing_key,
+                    mandatory=True,
+                ),
+            ).marshal()
+        header = pika.frame.Header(number, len(body), self._message_properties(message))
+        pieces = [self._publish_frame, header.marshal()]
+        step = conn._body_max_length
+        for start in range(0, len(body), step):
+            chunk = body[start : start + step]
+            pieces += [_BODY_FRAME.pack(3, number, len(chunk)), chunk, _FRAME_END]
+        conn._output_marshaled_frames([b"".join(pieces)])
+
+    def _message_properties(self, message: Message) -> Any:
+        return pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+            headers=message.headers or None,
+        )
+
+    def _settle(self) -> None:
+        """Report confirms, publish due retries, and deal with a recorded failure."""
+        while True:
+            while self._confirmed:
+                self.on_confirm(self._confirmed.popleft())
+            if self._failure is not None:
+                self._recover_or_fail()
+                continue
+            if self._retries and self._retries[0][0] <= time.monotonic():
+                self._send(heapq.heappop(self._retries)[2])
+                continue
+            return
+
+    def _settle_until(self, done: Callable[[], bool]) -> None:
+        """Run the loop until `done()`, bounded by confirm_timeout without confirm progress."""
+        while True:
+            self._settle()
+            if done():
+                return
+            deadline = self._confirm_deadline()
+            if time.monotonic() >= deadline:
+                self._fail(self._confirm_timeout_error())
+            if self._retries:
+                deadline = min(deadline, self._retries[0][0])
+            self._drive(lambda seen=self._events: self._events != seen, deadline)
+
+    def _confirm_deadline(self) -> float:
+        if not self._tracker or self._blocked:
+            return float("inf")
+        return self._last_progress + self.rabbit.confirm_timeout
+
+    def _confirm_timeout_error(self) -> TransportUnavailable:
+        return TransportUnavailable(
+            f"{self._where()}: no confirm from the broker for "
+            f"{self.rabbit.confirm_timeout:g}s with {len(self._tracker)} message(s) "
+            "unconfirmed (a quorum queue without its majority, a stuck disk?); see "
+            "[rabbit] confirm_timeout; unconfirmed messages are sent again by the next run"
+        )
+
+    def _recover_or_fail(self) -> None:
+        """After a lost connection, open another (bounded) and publish the unconfirmed again."""
+        failure = self._failure
+        assert failure is not None
+        if not isinstance(failure, ConnectionLost):
+            self._fail(failure)
+        if self._reconnects_left <= 0:
+            self._fail(
+                _chained(
+                    TransportUnavailable(
+                        f"{failure}, again ({1 + self.rabbit.connect_retries} reconnection(s) "
+                        f"in this run, see [rabbit] connect_retries){_RESENT}"
+                    ),
+                    failure,
+                )
+            )
+        self._reconnects_left -= 1
+        lost = self._node
+        unconfirmed = self._tracker.take_unconfirmed()
+        log.info("%s; connecting again", failure)
+        self._drop_connection()
+        nodes = self.rabbit.nodes
+        first = (nodes.index(lost) + 1) % len(nodes) if lost in nodes else 0
+        try:
+            self._open_any_node(check_only=False, first=first)
+        except TransportError as exc:
+            # Recorded, so that a later publish() fails the same way without trying again.
+            self._failure = _chained(
+                TransportUnavailable(f"{failure}; connecting again failed: {exc}{_RESENT}"), exc
+            )
+            raise self._failure from None
+        log.info(
+            "publishing %d unconfirmed message(s) again through %s", len(unconfirmed), self._where()
+        )
+        for message in unconfirmed:
+            self._send(message)
+        self._last_progress = time.monotonic()
+
+    def _fail(self, failure: TransportError) -> NoReturn:
+        """Raise `failure`, first collecting the acks still on their way.
 
         After a return or a nack the connection is still good: waiting (bounded) for the
         other messages in flight reports them confirmed, so the next run resends less.
         """
-        failure = self._failure
-        if failure is None:  # a timeout of our own, not a recorded failure
-            raise
+        self._failure = failure
         # Nacks of later messages may come before the ack of an earlier one (a nack needs
         # no fsync): keep collecting through them, until nothing is in flight, the
         # channel is gone, or `timeout` passes.
-        if self._channel is not None and self._channel.is_open:
-            self._run_until(lambda: not self._pending or self._channel is None, self.timeout)
-        self._deliver_confirms()
-        raise failure
-
-    def _deliver_confirms(self) -> None:
-        # on_confirm runs here, outside pika's frame handling, so an exception it raises
-        # (the sender's state file on a full disk) cannot leave pika half-way through a frame.
+        if (
+            not isinstance(failure, TransportUnavailable)
+            and self._channel is not None
+            and self._channel.is_open
+        ):
+            self._drive(
+                lambda: not self._tracker or self._channel is None,
+                time.monotonic() + self.rabbit.timeout,
+            )
         while self._confirmed:
             self.on_confirm(self._confirmed.popleft())
+        raise failure
 
     def _on_ack_nack(self, frame: Any) -> None:
         method = frame.method
-        nack = isinstance(method, pika.spec.Basic.Nack)
-        if method.multiple:
-            tags = [tag for tag in self._pending if tag <= method.delivery_tag]
+        ack = isinstance(method, pika.spec.Basic.Ack)
+        settled = self._tracker.settle(method.delivery_tag, method.multiple, ack)
+        self._events += 1
+        self._last_progress = time.monotonic()
+        self._confirmed.extend(settled.confirmed)
+        for message, why in settled.returned:
+            self._record(
+                TransportError(
+                    f"{self._where()}: message {message.message_id} was returned unroutable: {why}"
+                )
+            )
+        for message in settled.nacked:
+            self._nacked(message)
+
+    def _nacked(self, message: Message) -> None:
+        settings = self.rabbit
+        times = self._nacks[message.message_id] = self._nacks.get(message.message_id, 0) + 1
+        if times <= settings.nack_retries:
+            # A quorum queue nacks for a moment while it elects a new leader: try again.
+            pause = settings.retry_pause(times)
+            log.info(
+                "%s: message %s nacked; publishing it again in %gs (retry %d of %d)",
+                self._where(),
+                message.message_id,
+                pause,
+                times,
+                settings.nack_retries,
+            )
+            entry = (time.monotonic() + pause, next(self._sequence), message)
+            heapq.heappush(self._retries, entry)
+            return
+        queue = settings.queue or settings.routing_key
+        refused = (
+            f"{self._where()}: the broker refused (nacked) message {message.message_id} "
+            f"for queue {queue!r} {times} times"
+        )
+        if settings.rejects_when_full:
+            # Retrying will not empty the queue: someone must drain it or raise the limit.
+            self._record(
+                TransportError(
+                    f"{refused}: the queue is full ([rabbit_queue_options] x-overflow = "
+                    f"{settings.queue_arguments['x-overflow']}): let its consumer catch up, "
+                    "or raise x-max-length / x-max-length-bytes"
+                )
+            )
         else:
-            tags = [method.delivery_tag] if method.delivery_tag in self._pending else []
-        for tag in tags:
-            message = self._pending.pop(tag)
-            if tag in self._returned:
-                self._record(
-                    TransportError(
-                        f"{self._where()}: message {message.message_id} "
-                        f"was returned unroutable: {self._returned.pop(tag)}"
-                    )
+            self._record(
+                TransportUnavailable(
+                    f"{refused} (a broker-side failure, or a length limit with "
+                    "x-overflow = reject-publish set on the queue); the next run sends it again"
                 )
-            elif nack:
-                queue = self.queue or self.routing_key
-                self._record(
-                    TransportError(
-                        f"{self._where()}: the broker refused (nacked) message "
-                        f"{message.message_id} for queue {queue!r} (queue full with "
-                        "x-overflow = reject-publish, or a broker-side failure)"
-                    )
-                )
-            else:
-                self._confirmed.append(message)
+            )
+
+    def _on_blocked(self, connection: Any, frame: Any) -> None:
+        self._blocked = True
+        self._events += 1
+
+    def _on_unblocked(self, connection: Any, frame: Any) -> None:
+        self._blocked = False
+        self._events += 1
+        self._last_progress = time.monotonic()  # the broker takes messages again
 
     def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        # A basic.return carries no delivery tag; it comes before the ack of the same
-        # message, so it belongs to the oldest unconfirmed message with that id.
         why = (
             f"{method.reply_code} {method.reply_text}, exchange "
             f"{method.exchange or '(default)'!r}, routing key {method.routing_key!r}"
         )
-        for tag, message in self._pending.items():
-            if message.message_id == properties.message_id and tag not in self._returned:
-                self._returned[tag] = why
-                return
-        self._record(TransportError(f"{self._where()}: a message was returned unroutable ({why})"))
+        self._events += 1
+        if not self._tracker.returned(properties.message_id, why):
+            self._record(
+                TransportError(f"{self._where()}: a message was returned unroutable ({why})")
+            )
 
     def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
         self._channel = None
+        self._events += 1
         if isinstance(reason, pika.exceptions.ChannelClosedByBroker):
             self._record(self._refusal(reason.reply_code, reason.reply_text), reason)
         elif not isinstance(reason, pika.exceptions.ChannelClosedByClient):
@@ -647,6 +663,7 @@ class RabbitTransport(Transport):
 
     def _on_connection_closed(self, connection: Any, reason: Exception) -> None:
         self._channel = None
+        self._events += 1
         if isinstance(reason, pika.exceptions.ConnectionClosedByClient) or self._conn is None:
             return  # our own close()
         self._record(self._closed_error(reason), reason)
@@ -658,52 +675,56 @@ class RabbitTransport(Transport):
 
     # -- failure mapping -----------------------------------------------------------
 
-    def _unavailable(self, why: str) -> TransportUnavailable:
-        return TransportUnavailable(
-            f"{self._where()}: {why}; unconfirmed messages are sent again by the next run"
-        )
+    def _lost(self, why: str) -> ConnectionLost:
+        return ConnectionLost(f"{self._where()}: {why}")
 
     def _refusal(self, code: int, text: str) -> TransportError:
-        about_queue = f"queue {self.queue!r}" in self._doing
+        subject = self._step.subject
         if code == 403:
             hint = "the user lacks this permission (rabbitmqctl list_permissions)"
-        elif code == 404 and about_queue:
+        elif code == 404 and subject == "queue":
             hint = (
                 "create the queue, or set [rabbit_queue_options] passive = false to let "
                 "tstat_send declare it"
             )
         elif code == 404:
             hint = "create the exchange, or fix [rabbit] exchange"
-        elif code == 406 and about_queue:
+        elif code == 406 and subject == "queue":
             hint = (
                 "the queue exists with other settings: make [rabbit_queue_options] match "
                 "it, or set passive = true to publish to it as it is"
             )
         else:
             hint = ""
-        text = f"{self._where()}: {self._doing} refused by the broker ({code} {text})"
-        error_class = TransportUnavailable if code in _TEMPORARY_CODES else TransportError
-        error = error_class(f"{text}: {hint}" if hint else text)
-        error.reply_code = code  # type: ignore[attr-defined]
-        return error
+        text = f"{self._where()}: {self._step.doing} refused by the broker ({code} {text})"
+        if code == 320:
+            # The node is shutting down (a restart): another node, or this one once it
+            # is back, takes the rest.
+            return self._lost(f"the broker closed the connection ({code} {text})")
+        if code in _TEMPORARY_CODES:
+            return TransportUnavailable(text)
+        return Refused(f"{text}: {hint}" if hint else text, code)
 
     def _closed_error(self, reason: Exception) -> TransportError:
         if isinstance(reason, pika.exceptions.ConnectionClosedByBroker):
             return self._refusal(reason.reply_code, reason.reply_text)
         if isinstance(reason, pika.exceptions.ConnectionBlockedTimeout):
-            return self._unavailable(
-                f"the broker blocked publishing for more than {self.blocked_connection_timeout:g}s "
-                "(memory or disk alarm)"
+            return TransportUnavailable(
+                f"{self._where()}: the broker blocked publishing for more than "
+                f"{self.rabbit.blocked_connection_timeout:g}s (memory or disk alarm); "
+                "unconfirmed messages are sent again by the next run"
             )
         if isinstance(reason, pika.exceptions.AMQPHeartbeatTimeout):
-            return self._unavailable(f"no heartbeat from the broker for {self.heartbeat}s")
-        return self._unavailable(f"connection lost while {self._doing} ({_reason(reason)})")
+            return self._lost(f"no heartbeat from the broker for {self.rabbit.heartbeat}s")
+        return self._lost(f"connection lost while {self._step.doing} ({reason_of(reason)})")
 
     def _open_error(self, error: BaseException) -> TransportError:
-        """Map what pika reports for a failed connection attempt to our two kinds of error."""
+        """Map what pika reports for a failed connection attempt to our kinds of error."""
         cause = _innermost(error)
         if isinstance(cause, pika.exceptions.ConnectionClosedByBroker):
             return self._refusal(cause.reply_code, cause.reply_text)
+        if isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_NAME:
+            return NoSuchHost(f"{self._where()}: no such host name ({reason_of(cause)})")
         error_class, text = next(
             ((cls, text) for types, cls, text in _OPEN_ERRORS if isinstance(cause, types)),
             (TransportError, "cannot connect ({reason})"),
@@ -711,9 +732,9 @@ class RabbitTransport(Transport):
         return error_class(
             f"{self._where()}: "
             + text.format(
-                vhost=self.vhost,
-                timeout=self.timeout,
-                reason=_reason(cause),
+                vhost=self.rabbit.vhost,
+                timeout=self.rabbit.timeout,
+                reason=reason_of(cause),
                 verify=getattr(cause, "verify_message", "").rstrip("."),
             )
         )
@@ -751,7 +772,23 @@ class RabbitTransport(Transport):
             conn.close()
         # Acks that still arrive now are not reported: on_confirm is called only from
         # publish() and flush(), and those messages are simply sent again next run.
-        self._run_until(lambda: conn.is_closed, self.timeout)
+        self._drive(lambda: conn.is_closed, time.monotonic() + self.rabbit.timeout)
+
+
+def _nothing() -> None:
+    pass
+
+
+_BODY_FRAME = struct.Struct(">BHI")  # frame type 3 (body), channel, payload size
+_FRAME_END = bytes([pika.spec.FRAME_END])
+
+
+_RESENT = "; unconfirmed messages are sent again by the next run"
+
+
+def _chained(error: TransportError, cause: BaseException) -> TransportError:
+    error.__cause__ = cause
+    return error
 
 
 # What a failed connection attempt means, first match wins: (pika's underlying
@@ -833,11 +870,3 @@ def _innermost(error: BaseException) -> BaseException:
         else:
             break
     return error
-
-
-def _reason(exc: BaseException) -> str:
-    """A short text for an exception: its message, else its class name."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

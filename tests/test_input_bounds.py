@@ -244,7 +244,7 @@ def test_gzipped_logs_resume_after_a_cut_without_loss(broker, queue_name, tstat_
     assert send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)]) == 0
     sizes = [len(line) for line in capsys.readouterr().out.splitlines()]
     gzip_logs(root)
-    with Proxy(cut_after=sum(sizes[:10]) + 40_000) as proxy:  # within directory 2
+    with Proxy(cut_in_publish=11) as proxy:  # inside the 11th message: within directory 2
         assert run(config(tmp_path, broker, queue_name, port=proxy.port, window=4), root) == 75
     capsys.readouterr()
     first = broker.fetch(queue_name)

@@ -541,10 +541,14 @@ class RabbitTransport(Transport):
         first = (nodes.index(lost) + 1) % len(nodes) if lost in nodes else 0
         try:
             self._open_any_node(check_only=False, first=first)
-        except TransportError as exc:
+        except (TransportError, ConfigError) as exc:
+            # A refusal (login, queue) keeps its exit code: an operator must act. A name
+            # DNS no longer knows, though it did at start, is taken as temporary.
+            refused = isinstance(exc, TransportError) and not isinstance(exc, TransportUnavailable)
+            text = f"{failure}; connecting again failed: {exc}"
             # Recorded, so that a later publish() fails the same way without trying again.
             self._failure = _chained(
-                TransportUnavailable(f"{failure}; connecting again failed: {exc}{_RESENT}"), exc
+                TransportError(text) if refused else TransportUnavailable(text + _RESENT), exc
             )
             raise self._failure from None
         log.info(

@@ -299,6 +299,48 @@ def test_help_lists_every_exit_code(capsys):
         assert codes == ["0", "1", "2", "75", "130", "141", "143"]
 
 
+# -- sensor and instance ids fit every message id --------------------------------------------
+
+# AMQP carries a message id in at most 255 bytes; it is sensor:instance:directory:log:chunk,
+# with 20 bytes for the shortest directory, 16 for the longest log, 19 for a chunk number.
+ID_ROOM = 255 - 20 - 16 - 19 - 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-S", "x" * ID_ROOM], "-S/--sensor and -I/--instance take 197 bytes together, over "
+         f"the {ID_ROOM} a message id leaves them: AMQP limits an id to 255 bytes"),
+        (["-S", "s", "-I", "é" * 98], "-S/--sensor and -I/--instance take 197 bytes together"),
+        (["-S", "site\nsensor"], "-S/--sensor 'site\\nsensor': control characters (a newline, "
+         "a tab...) are not allowed: it goes into every flow and message id"),
+        (["-S", "s", "-I", "eth0\t"], "-I/--instance 'eth0\\t': control characters"),
+        (["-S", "s\udcff"], "-S/--sensor 's\\udcff': not valid UTF-8 text"),
+    ],
+)  # fmt: skip
+def test_a_sensor_or_instance_id_that_cannot_be_sent_is_a_usage_error(
+    capsys, tstat_root, argv, message
+):
+    root = tstat_root("full")
+    code, out, err = run_send(capsys, "-N", "-T", "0", "-d", str(root), *argv)
+    assert code == 2
+    assert out == "" and message in one_error(err)
+
+
+def test_the_longest_sensor_and_instance_ids_allowed_reach_the_broker(
+    capsys, broker, queue_name, tstat_root, tmp_path
+):
+    root = tstat_root("full")
+    sensor = "s" * (ID_ROOM - 2)  # and -I 10: exactly the room
+    cfg = write_config(tmp_path, rabbit_config(broker, queue_name))
+    code, _, err = run_send(capsys, "-c", str(cfg), "-T", "0", "-S", sensor, "-I", "10",
+                            "-d", str(root))  # fmt: skip
+    assert code == 0, err
+    ids = [props.message_id for props, _ in broker.fetch(queue_name)]
+    assert len(ids) == 19
+    assert f"{sensor}:10:{FIRST}:log_tcp_complete:0" in ids
+
+
 # -- 13.6 a closed pipe ends quietly --------------------------------------------------------
 
 
@@ -332,11 +374,12 @@ def test_sigterm_stops_with_one_line_and_keeps_progress(
     broker, queue_name, tstat_root, tmp_path, capsys
 ):
     root = tstat_root("full")
-    # Replies stop once the 8th message (the second of directory 2) is out: the first
-    # directory is marked by then and the run cannot finish before the signal.
-    with Proxy(hold_after_publish=8) as proxy:
+    # One message in flight at a time, and replies stop once the 9th message (the third
+    # of directory 2) is out: the first directory is marked and two messages of the second
+    # are confirmed by then, and the run cannot finish before the signal.
+    with Proxy(hold_after_publish=9) as proxy:
         cfg = write_config(
-            tmp_path, rabbit_config(broker, queue_name, port=proxy.port, window=4, timeout=2)
+            tmp_path, rabbit_config(broker, queue_name, port=proxy.port, window=1, timeout=2)
         )
         args = ["-T", "0", "-S", "s1", "-d", str(root)]
         proc = subprocess.Popen(
@@ -345,7 +388,7 @@ def test_sigterm_stops_with_one_line_and_keeps_progress(
             stderr=subprocess.PIPE,
             text=True,
         )
-        _wait_for(lambda: proxy.publishes >= 8, "the 8th message")
+        _wait_for(lambda: proxy.publishes >= 9, "the 9th message")
         time.sleep(0.5)  # the run waits with messages in flight
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
@@ -358,14 +401,16 @@ def test_sigterm_stops_with_one_line_and_keeps_progress(
     first = broker.fetch(queue_name)
     assert (root / FIRST / PROCESSED_NAME).exists()
     assert not (root / "2026_11_24_19_22.out" / PROCESSED_NAME).exists()  # stopped before
-    for state in root.glob(f"*/{STATE_NAME}"):
-        json.loads(state.read_text())  # whole: written on the way out, not cut
+    # The directory under way keeps its progress, whole: written on the way out, not cut.
+    states = list(root.glob(f"*/{STATE_NAME}"))
+    assert [state.parent.name for state in states] == ["2026_11_24_19_20.out"]
+    assert json.loads(states[0].read_text())["files"]["log_tcp_complete"]["messages"] == 2
     cfg = write_config(tmp_path, rabbit_config(broker, queue_name))
     code, _, err = run_send(capsys, "-c", str(cfg), *args)
     assert code == 0, err
     ids = [p.message_id for p, _ in first + broker.fetch(queue_name)]
     assert len(set(ids)) == 19  # every message of the three complete directories arrived
-    assert len(ids) - len(set(ids)) <= 4  # resent at most the window in flight
+    assert len(ids) - len(set(ids)) <= 1  # resent at most the window in flight
 
 
 # -- 13.2 ownership traps -------------------------------------------------------------------
@@ -486,11 +531,14 @@ def test_deploy_recipe_makes_a_config_the_service_user_can_read(shared_tmp):
 
 
 def test_crontab_names_commands_cron_can_find():
+    commands = []
     for line in (REPO / "contrib/crontab.example").read_text().splitlines():
         if line.startswith("#") or "=" in line.split(" ")[0] or not line.strip():
             continue
-        command = line.split()[6]
-        assert command.startswith("/usr/local/bin/tstat_"), line  # where deploy.md links them
+        commands.append(line.split()[6])
+    # Both jobs, named in full (where deploy.md links them): a filter that skipped every
+    # line must not pass.
+    assert commands == ["/usr/local/bin/tstat_send", "/usr/local/bin/tstat_cull"]
     assert "ln -sf /opt/tstat_transport/bin/tstat_send" in (REPO / "doc/deploy.md").read_text()
 
 
@@ -511,7 +559,9 @@ def test_units_documentation_is_installed_with_the_package():
 def test_log_lines_carry_a_time_zone(capsys, data_dir):
     code, _, err = run_send(capsys, "-N", "-T", "0", "-v", "-d", str(data_dir / "full"))
     assert code == 0
-    for line in err.splitlines():
+    lines = err.splitlines()
+    assert len(lines) >= 4  # -v: a line per directory and the summary
+    for line in lines:
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d tstat_transport", line), line
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -578,6 +579,68 @@ def test_bin_tstat_cull_in_a_real_process(root):
         "",
     )
     assert entries(root) == [LOCK_NAME, D20, D22, D24]
+
+
+# bin/tstat_cull, held still inside the deletion: an audit hook stops the process at the
+# second file rmtree unlinks, says so by creating READY, and waits on a FIFO nobody opens
+# for writing, until a signal comes. The code that runs is the real one throughout.
+HELD_CULL = """
+import os, runpy, sys
+fifo, ready, script = sys.argv.pop(1), sys.argv.pop(1), sys.argv.pop(1)
+unlinked = 0
+def hold(event, args):
+    global unlinked
+    if event == "os.remove":
+        unlinked += 1
+        if unlinked == 2:
+            open(ready, "w").close()
+            open(fifo).close()
+sys.addaudithook(hold)
+sys.argv[0] = script
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def test_sigterm_while_deleting_stops_with_one_line_and_the_next_run_finishes(
+    root, tmp_path
+):
+    mark(root / D18, 60)
+    mark(root / D20, 50)
+    files18, size20 = len(os.listdir(root / D18)), size_of(root / D20)
+    fifo, ready = tmp_path / "hold", tmp_path / "ready"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HELD_CULL, str(fifo), str(ready), str(REPO / "bin/tstat_cull"),
+         "-d", str(root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env(),
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "tstat_cull never reached the deletion"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == 143
+    assert out == ""
+    assert len(err.splitlines()) == 1 and err.rstrip().endswith(
+        "tstat_transport ERROR: terminated (SIGTERM); the next run resumes where this one stopped"
+    ), err
+    # Stopped with D18 hidden and one of its files gone; D20 not touched yet.
+    hidden = root / (".culling-" + D18)
+    assert entries(root) == [".culling-" + D18, LOCK_NAME, D20, D22, D24]
+    assert len(os.listdir(hidden)) == files18 - 1
+    left = size_of(hidden)
+
+    # The lock went with the process: the next run finishes D18 and removes D20.
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bin/tstat_cull"), "-d", str(root)],
+        capture_output=True, text=True, env=script_env(), timeout=30,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"removed 2 directories, {left + size20} bytes freed\n"
+    assert entries(root) == [LOCK_NAME, D22, D24]
 
 
 def test_bin_tstat_cull_usage_error_has_no_traceback(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,30 @@ def test_readme_starts_with_the_two_fresh_machine_commands():
     assert commands[0].endswith("tstat_send -N -T 0 --include-newest -d examples/tstat")
     assert commands[1] == "bash .ci/run"
     assert "python -m pytest" in (REPO / ".ci/run").read_text()
+
+
+def test_readme_first_command_prints_every_example_flow_in_a_fresh_clone(
+    capsys, tmp_path, monkeypatch
+):
+    """A clone dates every file now, inside the settle period: the first command must still
+    print the flows of all four example directories, and say nothing else."""
+    from tstat_transport.cli import send_main
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("```sh", 1)[1].split("```", 1)[0]
+    first = next(line for line in block.splitlines() if line and not line.startswith("#"))
+    command = first.split("/tstat_send ", 1)[1].split()
+    clone = tmp_path / "clone"
+    # copy, not copy2: the files get the time of the copy, as a checkout gives them.
+    shutil.copytree(REPO / "examples", clone / "examples", copy_function=shutil.copy)
+    newest = max(p.stat().st_mtime for p in (clone / "examples/tstat").rglob("log_*"))
+    assert time.time() - newest < 60
+    monkeypatch.chdir(clone)
+    assert send_main(command) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    flows = [o for line in out.splitlines() for o in json.loads(line)]
+    assert len(flows) == 506 + 490 + 634 + 368  # every flow of the four directories, -T 0
 
 
 def test_readme_exit_codes_are_those_of_the_help():

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tstat_transport.cli import send_main
@@ -115,3 +116,81 @@ def test_plugin_transport_through_the_cli(tmp_path, tstat_root):
     assert [d.name for d in sorted(root.glob("*.out")) if (d / ".processed").exists()] == [
         "2026_11_24_19_18.out", "2026_11_24_19_20.out", "2026_11_24_19_22.out"
     ]  # fmt: skip
+
+
+# -- the previous metrics file is read only if it is one tstat_send could have written --
+
+
+def _failing_root(tstat_root) -> Path:
+    """A root whose run exits 1 (one directory's log is not Tstat's): the last success
+    time then comes from the previous metrics file."""
+    root = tstat_root("full")
+    log = root / "2026_11_24_19_20.out/log_tcp_complete"
+    log.write_text("not tstat\n")
+    os.utime(log, (time.time() - 86400,) * 2)  # settled, so the directory is due
+    return root
+
+
+def _previous(last_success: float) -> str:
+    return (
+        "# HELP tstat_send_last_success_timestamp_seconds When the last run that exited 0 ended.\n"
+        f'tstat_send_last_success_timestamp_seconds{{root="/r",sensor="s"}} {last_success}\n'
+    )
+
+
+def test_previous_metrics_with_stray_bytes_still_give_the_last_success(
+    tstat_root, tmp_path, capsys
+):
+    root = _failing_root(tstat_root)
+    metrics = tmp_path / "m.prom"
+    metrics.write_bytes(b"\xff\xfe not UTF-8\n" + _previous(1700000000.5).encode())
+    code = send_main(["-N", "-T", "0", "-d", str(root), "--metrics-file", str(metrics)])
+    assert code == 1
+    assert capsys.readouterr().err.count("\n") == 1  # the failed log's line, nothing else
+    assert read_metrics(metrics)["tstat_send_last_success_timestamp_seconds"][1] == 1700000000.5
+
+
+def test_previous_metrics_larger_than_the_bound_are_not_read(tstat_root, tmp_path, capsys):
+    bound = 1024 * 1024  # metrics.MAX_PREVIOUS_BYTES
+    root = _failing_root(tstat_root)
+    metrics = tmp_path / "m.prom"
+    metrics.write_text("#" * bound + "\n" + _previous(1700000000.5))
+    code = send_main(["-N", "-T", "0", "-d", str(root), "--metrics-file", str(metrics)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"{metrics}: previous metrics not read: over {bound} bytes" in err
+    m = read_metrics(metrics)  # written anew, without a last success it could trust
+    assert m["tstat_send_exit_status"][1] == 1
+    assert "tstat_send_last_success_timestamp_seconds" not in m
+
+
+def _run_with_metrics_at(root: Path, metrics: Path) -> subprocess.CompletedProcess:
+    # A subprocess with a timeout: what is tested is that it does not hang.
+    return subprocess.run(
+        [sys.executable, "-m", "tstat_transport", "-N", "-T", "0", "-d", str(root),
+         "--metrics-file", str(metrics)],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=30,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("through_a_symlink", [False, True])
+def test_a_fifo_in_place_of_the_metrics_file_does_not_hang_the_run(
+    tstat_root, tmp_path, through_a_symlink
+):
+    root = _failing_root(tstat_root)
+    metrics = tmp_path / "m.prom"
+    fifo = tmp_path / "fifo" if through_a_symlink else metrics
+    os.mkfifo(fifo)
+    if through_a_symlink:
+        metrics.symlink_to(fifo)
+    run = _run_with_metrics_at(root, metrics)
+    assert run.returncode == 1, run.stderr
+    err = run.stderr.splitlines()
+    assert len(err) == 2, err  # the failed log's line, then the metrics file's
+    if through_a_symlink:  # neither read nor written through
+        assert f"metrics not written: cannot write {metrics}: it is a symbolic link" in err[1]
+        assert metrics.is_symlink()
+    else:  # replaced by the metrics file, as any earlier file would be
+        assert err[1].endswith(f"{metrics}: previous metrics not read: not a regular file")
+        assert read_metrics(metrics)["tstat_send_exit_status"][1] == 1

@@ -38,7 +38,7 @@ from .errors import (
 from .logsetup import hide_secrets, setup_logging
 from .metrics import write_metrics
 from .progress import ProgressLine
-from .sender import Sender, default_sensor
+from .sender import Sender, check_ids, default_sensor
 from .state import run_lock
 from .stats import RunStats
 from .transports import BUILTIN, Transport, available, get_transport
@@ -281,8 +281,9 @@ def build_send_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--include-newest",
         action="store_true",
-        help="also send the newest directory (Tstat has stopped, or an offline "
-        "capture); by default it is left until a newer one exists",
+        help="also send the directories Tstat may still be writing: the newest, and any "
+        "whose logs changed within --settle (Tstat has stopped, or an offline capture); "
+        "by default they wait",
     )
     p.add_argument(
         "--settle",
@@ -324,12 +325,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if not 0 <= args.settle < float("inf"):
         raise ConfigError(f"--settle {args.settle:g}: must be 0 or more seconds")
     transport = "stdout" if args.no_transport else args.transport
+    sensor = args.sensor if args.sensor is not None else default_sensor()
+    instance = args.instance if args.instance is not None else 0
+    # The sender falls back to the host name for an empty -S: check what it will send.
+    check_ids(sensor or default_sensor(), instance, sensor_is_default=not args.sensor)
     return Settings(
         directory=directory,
         threshold_mb=args.threshold,
         transport=transport,
-        sensor=args.sensor if args.sensor is not None else default_sensor(),
-        instance=args.instance if args.instance is not None else 0,
+        sensor=sensor,
+        instance=instance,
         single=args.single,
         include_newest=args.include_newest,
         settle_seconds=args.settle,

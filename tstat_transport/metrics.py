@@ -7,8 +7,12 @@ shows how long it has been failing.
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
+import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,8 @@ PREFIX = "tstat_send_"
 _LAST_SUCCESS_RE = re.compile(
     rf"^{PREFIX}last_success_timestamp_seconds(?:{{[^}}]*}})? (\S+)$", re.MULTILINE
 )
+# The file tstat_send writes holds about 3 KB; a bigger one at PATH is not ours.
+MAX_PREVIOUS_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -102,15 +108,47 @@ def render(stats: RunStats, exit_code: int, backlog: Backlog, labels: dict[str, 
     return "\n".join(lines) + "\n"
 
 
-def previous_last_success(path: Path) -> float | None:
+def _read_previous(path: Path) -> str | None:
+    """The text of the previous metrics file, or None when there is none to trust.
+
+    Only a regular file of at most MAX_PREVIOUS_BYTES is read, without following a
+    symlink or waiting on a FIFO: whatever sits at PATH must neither hang the run nor
+    fill its memory (a link to /dev/zero), and a metrics problem never fails a run.
+    """
     try:
-        match = _LAST_SUCCESS_RE.search(path.read_text())
-    except OSError:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:  # a symlink: writing the file says so, once
+            log.warning("%s: previous metrics not read (%s)", path, exc.strerror or exc)
+        return None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                log.warning("%s: previous metrics not read: not a regular file", path)
+                return None
+            data = f.read(MAX_PREVIOUS_BYTES + 1)
+        except OSError as exc:
+            log.warning("%s: previous metrics not read (%s)", path, exc.strerror or exc)
+            return None
+    if len(data) > MAX_PREVIOUS_BYTES:
+        log.warning("%s: previous metrics not read: over %d bytes, not a file tstat_send "
+                    "wrote", path, MAX_PREVIOUS_BYTES)  # fmt: skip
+        return None
+    # The line looked for is ASCII; bytes another program left around it do not matter.
+    return data.decode("ascii", errors="replace")
+
+
+def previous_last_success(path: Path) -> float | None:
+    """The last success time the previous metrics file holds, or None."""
+    text = _read_previous(path)
+    match = _LAST_SUCCESS_RE.search(text) if text is not None else None
     try:
-        return float(match.group(1)) if match else None
+        value = float(match.group(1)) if match else None
     except ValueError:
         return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def write_metrics(path: Path, stats: RunStats, exit_code: int, settings: Settings) -> None:

@@ -29,7 +29,7 @@ from typing import Callable
 from . import __version__
 from .config import Settings
 from .directories import Status, TstatDirectory, require_tstat_output, scan
-from .errors import StateError, TransportError
+from .errors import ConfigError, StateError, TransportError
 from .reader import Chunk, LogFile, Position, locate_log
 from .records import FORMAT_VERSION, LogFormatError, Options
 from .resume import DirectoryState, ResumePoint
@@ -44,8 +44,72 @@ LOGS = (("log_tcp_complete", "tcp"), ("log_udp_complete", "udp"))
 MOSTLY_BAD_MIN_ROWS = 10
 
 
+# A message id is `sensor:instance:directory:log:chunk`, and AMQP carries it as a
+# short string: at most 255 bytes. The longest log name is 16 bytes; a chunk number
+# below 2**63 has at most 19 digits. What is left is for sensor, instance and the
+# directory's path under ROOT, checked at start-up for the shortest path (a Tstat name
+# in ROOT itself) and again for each directory.
+MAX_MESSAGE_ID_BYTES = 255
+_ID_FIXED_BYTES = 4 + max(len(name) for name, _ in LOGS) + 19
+_SHORTEST_DIRECTORY = len("YYYY_MM_DD_HH_MM.out")
+
+
 def default_sensor() -> str:
     return socket.gethostname()
+
+
+def message_id_prefix(sensor: str, instance: str | int, directory: str, log_name: str) -> str:
+    """The message ids of one log, without their chunk number."""
+    return f"{sensor}:{instance}:{directory}:{log_name}:"
+
+
+def _utf8_size(text: str) -> int | None:
+    """Bytes of `text` in UTF-8, or None if it has none (undecodable bytes of a name)."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
+def check_ids(sensor: str, instance: str | int, sensor_is_default: bool = False) -> None:
+    """Refuse a sensor or instance id that could break publishing mid-run.
+
+    Both go into every flow and every message id, which AMQP bounds.
+    Raises ConfigError naming the option and the limit.
+    """
+    default = " (this host's name)" if sensor_is_default else ""
+    values = ((f"-S/--sensor {sensor!r}{default}", sensor), (f"-I/--instance {instance!r}",
+              str(instance)))  # fmt: skip
+    for shown, value in values:
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ConfigError(
+                f"{shown}: control characters (a newline, a tab...) are not allowed: "
+                "it goes into every flow and message id"
+            )
+        if _utf8_size(value) is None:
+            raise ConfigError(f"{shown}: not valid UTF-8 text")
+    room = MAX_MESSAGE_ID_BYTES - _ID_FIXED_BYTES - _SHORTEST_DIRECTORY
+    used = sum(_utf8_size(value) or 0 for _, value in values)
+    if used > room:
+        raise ConfigError(
+            f"-S/--sensor and -I/--instance take {used} bytes together, over the {room} "
+            f"a message id leaves them: AMQP limits an id to {MAX_MESSAGE_ID_BYTES} bytes, "
+            "and it also holds the directory, the log name and the chunk number"
+        )
+
+
+def id_problem(sensor: str, instance: str | int, directory: str) -> str | None:
+    """Why the message ids of `directory` (its path under ROOT) cannot be sent, or None."""
+    size = _utf8_size(directory)
+    if size is None:
+        return "its path is not valid UTF-8, and it goes into every message id"
+    longest = len(f"{sensor}{instance}".encode()) + size + _ID_FIXED_BYTES
+    if longest > MAX_MESSAGE_ID_BYTES:
+        return (
+            f"its message ids could take {longest} bytes, over AMQP's limit of "
+            f"{MAX_MESSAGE_ID_BYTES}: shorten the names of its folders, or -S/-I"
+        )
+    return None
 
 
 def mostly_bad(rows: int, bad_rows: int) -> bool:
@@ -197,6 +261,14 @@ class Sender:
         """
         started = time.time()
         directory = record.path
+        problem = id_problem(self.options.sensor, self.options.instance, record.name)
+        if problem is not None:
+            # Found before anything is sent: a publish would fail mid-directory,
+            # and on every run again.
+            shown = os.fsencode(directory).decode("utf-8", "backslashreplace")  # eth\xff
+            log.error("%s: %s: not sent", shown, problem)
+            self.stats.dirs_failed += 1
+            return 0
         if self.tracking:
             why = unwritable(directory)
             if why is not None:
@@ -327,7 +399,8 @@ class Sender:
         self, logfile: LogFile, directory: str, log_name: str, resume: ResumePoint
     ) -> int:
         """Publish the chunks of one log from `resume`; return how many were published."""
-        prefix = f"{logfile.options.sensor}:{logfile.options.instance}:{directory}:{log_name}:"
+        options = logfile.options
+        prefix = message_id_prefix(options.sensor, options.instance, directory, log_name)
         transport, pending, stats, file_stats = (
             self.transport,
             self._pending,

@@ -21,7 +21,8 @@ class Message:
     """One message: the encoded body and what identifies it.
 
     `message_id` is deterministic (sensor, instance, directory, log file, chunk
-    number), so a consumer can drop the duplicates an interrupted run may resend.
+    number), so a consumer can drop the duplicates an interrupted run may resend;
+    it is UTF-8 text of at most 255 bytes (AMQP's limit, checked by the sender).
     `token` is the sender's own bookkeeping; transports hand it back untouched.
     """
 

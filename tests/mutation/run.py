@@ -398,8 +398,9 @@ def scratch_copy(dest: Path) -> None:
             shutil.copy2(source, dest / name)
 
 
-def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int | None, str]:
-    """pytest's exit code (None on timeout) and the tail of its output."""
+def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int | None, str, str]:
+    """pytest's exit code (None on timeout), the tests it reports failed, and the tail
+    of its output."""
     env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly",
            "-p", "no:cacheprovider", *tests]  # fmt: skip
@@ -407,8 +408,9 @@ def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int |
         done = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True,
                               timeout=timeout)  # fmt: skip
     except subprocess.TimeoutExpired:
-        return None, ""
-    return done.returncode, done.stdout[-3000:] + done.stderr[-1000:]
+        return None, "", ""
+    failed = [x for x in done.stdout.splitlines() if x.startswith(("FAILED ", "ERROR tests"))]
+    return done.returncode, "\n".join(failed), done.stdout[-3000:] + done.stderr[-1000:]
 
 
 def apply(copy: Path, mutation: Mutation) -> str | None:
@@ -463,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
         started = time.monotonic()
-        code, tail = run_tests(copy, tests, args.timeout)
+        code, _, tail = run_tests(copy, tests, args.timeout)
         print(f"intact code: pytest exit {code} in {time.monotonic() - started:.0f}s "
               f"({len(tests)} tests)", flush=True)  # fmt: skip
         if code != 0:
@@ -475,13 +477,12 @@ def main(argv: list[str] | None = None) -> int:
             assert original is not None
             started = time.monotonic()
             try:
-                code, tail = run_tests(copy, m.tests, args.timeout)
+                code, failed, tail = run_tests(copy, m.tests, args.timeout)
             finally:
                 (copy / m.file).write_text(original)
             seconds = time.monotonic() - started
             if code == 1:
-                failed = [x for x in tail.splitlines() if x.startswith(("FAILED ", "ERROR tests"))]
-                verdict = f"caught: {failed[0][:150] if failed else 'a test failed'}"
+                verdict = f"caught: {failed.splitlines()[0][:150] if failed else 'a test failed'}"
             elif code == 0:
                 verdict = "NOT CAUGHT: the tests pass with the promise broken"
             elif code is None:

@@ -106,10 +106,18 @@ class FaultyTransport(ListTransport):
     watch_state = False
     instances: list[FaultyTransport] = []
 
-    def __init__(self, settings: Settings, config: ConfigFile | None = None,
-                 window: int | None = None, fail_after: int | None = None):  # fmt: skip
-        super().__init__(settings, window or type(self).window,
-                         type(self).fail_after if fail_after is None else fail_after)  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        config: ConfigFile | None = None,
+        window: int | None = None,
+        fail_after: int | None = None,
+    ):
+        super().__init__(
+            settings,
+            window or type(self).window,
+            type(self).fail_after if fail_after is None else fail_after,
+        )
         self.flushes = 0
         self.lags: list[int] = []
         self.confirmed: list[Message] = []
@@ -224,16 +232,20 @@ def by_hand_tcp(row: dict[str, str], d: str) -> dict:
     bits = int(row[d + "bytes_uniq"]) * 8
     packets = int(row[d + "pkts_data"])
     return {
-        "duration": round(seconds, 2), "num_bits": bits, "num_packets": packets,
-        "bits_per_second": rate(bits, seconds), "packets_per_second": rate(packets, seconds),
+        "duration": round(seconds, 2),
+        "num_bits": bits,
+        "num_packets": packets,
+        "bits_per_second": rate(bits, seconds),
+        "packets_per_second": rate(packets, seconds),
         "tcp_rexmit_bytes": int(row[d + "bytes_retx"]),
         "tcp_rexmit_pkts": int(row[d + "pkts_retx"]),
         # 0.6.8's additions: retransmitted / data packets, unrounded, 0 unless both are set.
-        "tcp_rexmit_rate": (int(row[d + "pkts_retx"]) / packets
-                            if int(row[d + "pkts_retx"]) and packets else 0),
+        "tcp_rexmit_rate": (
+            int(row[d + "pkts_retx"]) / packets if int(row[d + "pkts_retx"]) and packets else 0
+        ),
         "tcp_syn_cnt": int(row[d + "syn_cnt"]),
         "tcp_out_seq_pkts": int(row[d + "pkts_ooo"]),
-    }  # fmt: skip
+    }
 
 
 def by_hand_udp(row: dict[str, str], d: str) -> dict:
@@ -242,9 +254,12 @@ def by_hand_udp(row: dict[str, str], d: str) -> dict:
     bits = int(row[d + "bytes_all"]) * 8
     packets = int(row[d + "pkts_all"])
     return {
-        "duration": round(seconds, 2), "num_bits": bits, "num_packets": packets,
-        "bits_per_second": rate(bits, seconds), "packets_per_second": rate(packets, seconds),
-    }  # fmt: skip
+        "duration": round(seconds, 2),
+        "num_bits": bits,
+        "num_packets": packets,
+        "bits_per_second": rate(bits, seconds),
+        "packets_per_second": rate(packets, seconds),
+    }
 
 
 def settle(root: Path, seconds_ago: float = 86400) -> None:

@@ -20,11 +20,11 @@ def _due_bytes(found: Scan) -> tuple[int, int]:
     for directory in due:
         for name, _ in LOGS:
             try:
-                found = locate_log(directory.path, name)
+                located = locate_log(directory.path, name)
             except (OSError, LogFormatError):
                 continue
-            if found is not None:
-                size += found[1] or 0  # a .gz counts uncompressed bytes: not known up front
+            if located is not None:
+                size += located[1] or 0  # a .gz counts uncompressed bytes: not known up front
     return len(due), size
 
 

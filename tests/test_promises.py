@@ -103,6 +103,23 @@ def test_failed_final_flush_leaves_the_directory_unmarked(monkeypatch, tstat_roo
     assert_rerun_completes(monkeypatch, capsys, root, want, first)
 
 
+def test_a_flush_that_leaves_a_message_unconfirmed_marks_nothing(monkeypatch, tstat_root, capsys):
+    root = tstat_root("full")
+    want = reference(capsys, root)
+    faulty = register(monkeypatch, flush_leaves=1)
+    assert send(root) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{root / DIRS[0]}: the faulty transport returned from flush with 1 message(s) "
+        "unconfirmed: not marked processed"
+    ) in err
+    first = faulty.instances[0]
+    assert markers(root) == []
+    assert len(first.confirmed) == len(first.received) - 1
+    assert state_messages(root, DIRS[0]) == confirmed_in_order(first, DIRS[0])
+    assert_rerun_completes(monkeypatch, capsys, root, want, first)
+
+
 def test_nack_fails_the_run_and_keeps_what_was_confirmed(monkeypatch, tstat_root, capsys):
     root = tstat_root("full")
     want = reference(capsys, root)

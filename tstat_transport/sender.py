@@ -296,6 +296,13 @@ class Sender:
                 self._send_log(record, log_name, protocol, outcome)
             self.transport.flush()
             self._checkpoint()
+            if self._pending:
+                # flush() promises every message confirmed; a transport that returns
+                # without must not get the directory marked.
+                raise TransportError(
+                    f"{directory}: the {self.transport.name} transport returned from flush "
+                    f"with {len(self._pending)} message(s) unconfirmed: not marked processed"
+                )
         except (TransportError, StateError, KeyboardInterrupt) as exc:
             if not isinstance(exc, KeyboardInterrupt):
                 self.stats.dirs_failed += 1

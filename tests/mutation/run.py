@@ -72,6 +72,14 @@ MUTATIONS = [
         (P + "test_failed_final_flush_leaves_the_directory_unmarked",),
     ),
     Mutation(
+        "flush-trusted-blindly",
+        "a directory is marked .processed only after every message is confirmed",
+        "tstat_transport/sender.py",
+        "            if self._pending:\n",
+        "            if False:\n",
+        (P + "test_a_flush_that_leaves_a_message_unconfirmed_marks_nothing",),
+    ),
+    Mutation(
         "progress-out-of-order",
         "the state records the position after the last message confirmed in order",
         "tstat_transport/sender.py",

@@ -89,6 +89,8 @@ class FaultyTransport(ListTransport):
     - `batch`: a full window is confirmed all at once, as one ack with `multiple` does.
     - `lag=N`: each message is confirmed once N newer ones are out, however wide the
       window (a receiver that answers quickly).
+    - `flush_leaves=N`: flush returns with the newest N messages still unconfirmed and
+      no error (a transport that breaks its contract).
     Every message confirmed is kept in `confirmed`, in the order confirmed. With
     `watch_state`, each publish first notes in `lags` how many messages of the current
     log were confirmed in order beyond what the directory's state file on disk records.
@@ -103,13 +105,22 @@ class FaultyTransport(ListTransport):
     reverse = False
     batch = False
     lag: int | None = None
+    flush_leaves = 0
     watch_state = False
     instances: list[FaultyTransport] = []
 
-    def __init__(self, settings: Settings, config: ConfigFile | None = None,
-                 window: int | None = None, fail_after: int | None = None):  # fmt: skip
-        super().__init__(settings, window or type(self).window,
-                         type(self).fail_after if fail_after is None else fail_after)  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        config: ConfigFile | None = None,
+        window: int | None = None,
+        fail_after: int | None = None,
+    ):
+        super().__init__(
+            settings,
+            window or type(self).window,
+            type(self).fail_after if fail_after is None else fail_after,
+        )
         self.flushes = 0
         self.lags: list[int] = []
         self.confirmed: list[Message] = []
@@ -173,7 +184,7 @@ class FaultyTransport(ListTransport):
             for old in self.inflight[: len(self.inflight) // 2]:
                 self._confirm(old)
             raise TransportUnavailable("faulty transport: connection lost in flush (test)")
-        for old in list(self.inflight):
+        for old in self.inflight[: len(self.inflight) - self.flush_leaves]:
             self._confirm(old)
         self.held = []
 
@@ -224,16 +235,20 @@ def by_hand_tcp(row: dict[str, str], d: str) -> dict:
     bits = int(row[d + "bytes_uniq"]) * 8
     packets = int(row[d + "pkts_data"])
     return {
-        "duration": round(seconds, 2), "num_bits": bits, "num_packets": packets,
-        "bits_per_second": rate(bits, seconds), "packets_per_second": rate(packets, seconds),
+        "duration": round(seconds, 2),
+        "num_bits": bits,
+        "num_packets": packets,
+        "bits_per_second": rate(bits, seconds),
+        "packets_per_second": rate(packets, seconds),
         "tcp_rexmit_bytes": int(row[d + "bytes_retx"]),
         "tcp_rexmit_pkts": int(row[d + "pkts_retx"]),
         # 0.6.8's additions: retransmitted / data packets, unrounded, 0 unless both are set.
-        "tcp_rexmit_rate": (int(row[d + "pkts_retx"]) / packets
-                            if int(row[d + "pkts_retx"]) and packets else 0),
+        "tcp_rexmit_rate": (
+            int(row[d + "pkts_retx"]) / packets if int(row[d + "pkts_retx"]) and packets else 0
+        ),
         "tcp_syn_cnt": int(row[d + "syn_cnt"]),
         "tcp_out_seq_pkts": int(row[d + "pkts_ooo"]),
-    }  # fmt: skip
+    }
 
 
 def by_hand_udp(row: dict[str, str], d: str) -> dict:
@@ -242,9 +257,12 @@ def by_hand_udp(row: dict[str, str], d: str) -> dict:
     bits = int(row[d + "bytes_all"]) * 8
     packets = int(row[d + "pkts_all"])
     return {
-        "duration": round(seconds, 2), "num_bits": bits, "num_packets": packets,
-        "bits_per_second": rate(bits, seconds), "packets_per_second": rate(packets, seconds),
-    }  # fmt: skip
+        "duration": round(seconds, 2),
+        "num_bits": bits,
+        "num_packets": packets,
+        "bits_per_second": rate(bits, seconds),
+        "packets_per_second": rate(packets, seconds),
+    }
 
 
 def settle(root: Path, seconds_ago: float = 86400) -> None:

@@ -209,26 +209,44 @@ def test_off_by_default_and_with_method_none(capsys, data_dir, tmp_path):
 @pytest.mark.parametrize(
     ("anonymize", "message"),
     [
-        ({"method": "scramble"}, "[anonymize] method = 'scramble': expected one of none, "
-                                 "truncate, pseudonymize"),
-        ({"method": "truncate", "ipv4_prefix": "33"}, "[anonymize] ipv4_prefix = '33': "
-                                                      "expected an integer 0-32"),
-        ({"method": "truncate", "ipv6_prefix": "/48"}, "[anonymize] ipv6_prefix = '/48': "
-                                                       "expected an integer 0-128"),
-        ({"method": "pseudonymize"}, "[anonymize] method = pseudonymize needs exactly one of "
-                                     "key_file, key"),
-        ({"method": "pseudonymize", "key": KEY_A, "key_file": "/k"},
-         "[anonymize] method = pseudonymize needs exactly one of key_file, key"),
-        ({"method": "pseudonymize", "key": KEY_A[:40]}, "[anonymize] key: expected 64 hex "
-                                                        "digits or 32 raw bytes"),
-        ({"method": "pseudonymize", "key": KEY_A[:32] * 2}, "[anonymize] key: the two halves "
-                                                            "of the key must differ"),
-        ({"method": "pseudonymize", "key_file": "/nonexistent/anon.key"},
-         "[anonymize] key_file = '/nonexistent/anon.key': No such file or directory"),
-        ({"method": "pseudonymize", "key_file": "/dev/zero"},
-         "[anonymize] key_file = '/dev/zero': not a regular file"),
+        (
+            {"method": "scramble"},
+            "[anonymize] method = 'scramble': expected one of none, truncate, pseudonymize",
+        ),
+        (
+            {"method": "truncate", "ipv4_prefix": "33"},
+            "[anonymize] ipv4_prefix = '33': expected an integer 0-32",
+        ),
+        (
+            {"method": "truncate", "ipv6_prefix": "/48"},
+            "[anonymize] ipv6_prefix = '/48': expected an integer 0-128",
+        ),
+        (
+            {"method": "pseudonymize"},
+            "[anonymize] method = pseudonymize needs exactly one of key_file, key",
+        ),
+        (
+            {"method": "pseudonymize", "key": KEY_A, "key_file": "/k"},
+            "[anonymize] method = pseudonymize needs exactly one of key_file, key",
+        ),
+        (
+            {"method": "pseudonymize", "key": KEY_A[:40]},
+            "[anonymize] key: expected 64 hex digits or 32 raw bytes",
+        ),
+        (
+            {"method": "pseudonymize", "key": KEY_A[:32] * 2},
+            "[anonymize] key: the two halves of the key must differ",
+        ),
+        (
+            {"method": "pseudonymize", "key_file": "/nonexistent/anon.key"},
+            "[anonymize] key_file = '/nonexistent/anon.key': No such file or directory",
+        ),
+        (
+            {"method": "pseudonymize", "key_file": "/dev/zero"},
+            "[anonymize] key_file = '/dev/zero': not a regular file",
+        ),
     ],
-)  # fmt: skip
+)
 def test_config_errors_name_the_key_never_its_value(capsys, data_dir, tmp_path, anonymize, message):
     cfg = write_config(tmp_path, anonymize)
     code, out, err = run_n(capsys, data_dir / "full", "-c", str(cfg))

@@ -309,15 +309,21 @@ ID_ROOM = 255 - 20 - 16 - 19 - 4
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["-S", "x" * ID_ROOM], "-S/--sensor and -I/--instance take 197 bytes together, over "
-         f"the {ID_ROOM} a message id leaves them: AMQP limits an id to 255 bytes"),
+        (
+            ["-S", "x" * ID_ROOM],
+            "-S/--sensor and -I/--instance take 197 bytes together, over "
+            f"the {ID_ROOM} a message id leaves them: AMQP limits an id to 255 bytes",
+        ),
         (["-S", "s", "-I", "é" * 98], "-S/--sensor and -I/--instance take 197 bytes together"),
-        (["-S", "site\nsensor"], "-S/--sensor 'site\\nsensor': control characters (a newline, "
-         "a tab...) are not allowed: it goes into every flow and message id"),
+        (
+            ["-S", "site\nsensor"],
+            "-S/--sensor 'site\\nsensor': control characters (a newline, "
+            "a tab...) are not allowed: it goes into every flow and message id",
+        ),
         (["-S", "s", "-I", "eth0\t"], "-I/--instance 'eth0\\t': control characters"),
         (["-S", "s\udcff"], "-S/--sensor 's\\udcff': not valid UTF-8 text"),
     ],
-)  # fmt: skip
+)
 def test_a_sensor_or_instance_id_that_cannot_be_sent_is_a_usage_error(
     capsys, tstat_root, argv, message
 ):
@@ -333,8 +339,9 @@ def test_the_longest_sensor_and_instance_ids_allowed_reach_the_broker(
     root = tstat_root("full")
     sensor = "s" * (ID_ROOM - 2)  # and -I 10: exactly the room
     cfg = write_config(tmp_path, rabbit_config(broker, queue_name))
-    code, _, err = run_send(capsys, "-c", str(cfg), "-T", "0", "-S", sensor, "-I", "10",
-                            "-d", str(root))  # fmt: skip
+    code, _, err = run_send(
+        capsys, "-c", str(cfg), "-T", "0", "-S", sensor, "-I", "10", "-d", str(root)
+    )
     assert code == 0, err
     ids = [props.message_id for props, _ in broker.fetch(queue_name)]
     assert len(ids) == 19

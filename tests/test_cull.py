@@ -601,19 +601,28 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
-def test_sigterm_while_deleting_stops_with_one_line_and_the_next_run_finishes(
-    root, tmp_path
-):
+def test_sigterm_while_deleting_stops_with_one_line_and_the_next_run_finishes(root, tmp_path):
     mark(root / D18, 60)
     mark(root / D20, 50)
     files18, size20 = len(os.listdir(root / D18)), size_of(root / D20)
     fifo, ready = tmp_path / "hold", tmp_path / "ready"
     os.mkfifo(fifo)
     proc = subprocess.Popen(
-        [sys.executable, "-c", HELD_CULL, str(fifo), str(ready), str(REPO / "bin/tstat_cull"),
-         "-d", str(root)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env(),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            HELD_CULL,
+            str(fifo),
+            str(ready),
+            str(REPO / "bin/tstat_cull"),
+            "-d",
+            str(root),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=script_env(),
+    )
     deadline = time.monotonic() + 30
     while not ready.exists():
         assert proc.poll() is None, proc.communicate()
@@ -636,8 +645,11 @@ def test_sigterm_while_deleting_stops_with_one_line_and_the_next_run_finishes(
     # The lock went with the process: the next run finishes D18 and removes D20.
     done = subprocess.run(
         [sys.executable, str(REPO / "bin/tstat_cull"), "-d", str(root)],
-        capture_output=True, text=True, env=script_env(), timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=script_env(),
+        timeout=30,
+    )
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"removed 2 directories, {left + size20} bytes freed\n"
     assert entries(root) == [LOCK_NAME, D22, D24]

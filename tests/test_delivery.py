@@ -25,17 +25,27 @@ from tstat_transport.cli import send_main
 from tstat_transport.state import LOCK_NAME, PROCESSED_NAME, STATE_NAME
 
 REPO = Path(__file__).resolve().parents[1]
-DIRS = ["2026_11_24_19_18.out", "2026_11_24_19_20.out", "2026_11_24_19_22.out",
-        "2026_11_24_19_24.out"]  # fmt: skip
+DIRS = [
+    "2026_11_24_19_18.out",
+    "2026_11_24_19_20.out",
+    "2026_11_24_19_22.out",
+    "2026_11_24_19_24.out",
+]
 COMPLETE_OBJECTS = 506 + 490 + 634  # the three complete directories of full/
 
 
 def config(tmp_path: Path, broker: Broker, queue: str, port: int | None = None, **extra) -> Path:
     rabbit = {
-        "host": broker.host, "port": port or broker.port, "username": broker.username,
-        "password": broker.password, "queue": queue, "connect_retries": 0, "retry_delay": 0,
-        "timeout": 10, **extra,
-    }  # fmt: skip
+        "host": broker.host,
+        "port": port or broker.port,
+        "username": broker.username,
+        "password": broker.password,
+        "queue": queue,
+        "connect_retries": 0,
+        "retry_delay": 0,
+        "timeout": 10,
+        **extra,
+    }
     path = tmp_path / f"config-{uuid.uuid4().hex[:6]}.ini"
     path.write_text("[rabbit]\n" + "".join(f"{k} = {v}\n" for k, v in rabbit.items()))
     return path
@@ -70,8 +80,7 @@ def markers(root: Path) -> list[str]:
     return [d for d in DIRS if (root / d / PROCESSED_NAME).exists()]
 
 
-def test_clean_run_delivers_every_flow_and_marks(broker, queue_name, tstat_root, tmp_path,
-                                                 capsys):  # fmt: skip
+def test_clean_run_delivers_every_flow_and_marks(broker, queue_name, tstat_root, tmp_path, capsys):
     root = tstat_root("full")
     want = expected_flows(capsys, root)
     assert len(want) == COMPLETE_OBJECTS
@@ -84,9 +93,12 @@ def test_clean_run_delivers_every_flow_and_marks(broker, queue_name, tstat_root,
     assert {p.content_type for p in props} == {"application/json"}
     assert props[0].message_id == "s1:0:2026_11_24_19_18.out:log_tcp_complete:0"
     assert props[0].headers == {
-        "tstat_directory": "2026_11_24_19_18.out", "tstat_log": "log_tcp_complete",
-        "chunk": 0, "flows": 100, "format_version": 1,
-    }  # fmt: skip
+        "tstat_directory": "2026_11_24_19_18.out",
+        "tstat_log": "log_tcp_complete",
+        "chunk": 0,
+        "flows": 100,
+        "format_version": 1,
+    }
     assert len({p.message_id for p in props}) == len(props)
     assert markers(root) == DIRS[:3]  # the newest is left for later
     assert not list(root.glob(f"*/{STATE_NAME}"))
@@ -113,11 +125,11 @@ def test_wrong_password(broker, queue_name, tstat_root, tmp_path, capsys):
     assert markers(root) == []
 
 
-def test_unroutable_routing_key_is_a_failure_not_a_success(broker, tstat_root, tmp_path,
-                                                           capsys):  # fmt: skip
+def test_unroutable_routing_key_is_a_failure_not_a_success(broker, tstat_root, tmp_path, capsys):
     root = tstat_root("full")
-    cfg = config(tmp_path, broker, "", exchange="amq.direct",
-                 routing_key=f"nobody-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    cfg = config(
+        tmp_path, broker, "", exchange="amq.direct", routing_key=f"nobody-{uuid.uuid4().hex[:8]}"
+    )
     assert run(cfg, root) == 1
     assert "NO_ROUTE" in capsys.readouterr().err
     assert markers(root) == [] and not list(root.glob(f"*/{STATE_NAME}"))
@@ -170,8 +182,7 @@ def _wait_for(predicate, what: str, seconds: float = 60) -> None:
         time.sleep(0.05)
 
 
-def test_sigkill_mid_run_then_rerun_loses_nothing(broker, queue_name, tstat_root, tmp_path,
-                                                  capsys):  # fmt: skip
+def test_sigkill_mid_run_then_rerun_loses_nothing(broker, queue_name, tstat_root, tmp_path, capsys):
     root = tstat_root("full")
     want = expected_flows(capsys, root)
     # The proxy stops passing the broker's replies once the 8th message (the second of
@@ -180,10 +191,21 @@ def test_sigkill_mid_run_then_rerun_loses_nothing(broker, queue_name, tstat_root
     with Proxy(hold_after_publish=8) as proxy:
         cfg = config(tmp_path, broker, queue_name, port=proxy.port, window=8)
         proc = subprocess.Popen(
-            [sys.executable, str(REPO / "bin/tstat_send"), "-c", str(cfg), "-T", "0", "-S", "s1",
-             "-d", str(root)],
-            env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(REPO / "bin/tstat_send"),
+                "-c",
+                str(cfg),
+                "-T",
+                "0",
+                "-S",
+                "s1",
+                "-d",
+                str(root),
+            ],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stderr=subprocess.PIPE,
+        )
         _wait_for(lambda: proxy.publishes >= 8, "the 8th message")
         time.sleep(0.5)  # let it fill its window
         assert proc.poll() is None, proc.stderr.read()
@@ -207,8 +229,7 @@ def test_sigkill_mid_run_then_rerun_loses_nothing(broker, queue_name, tstat_root
     assert 1 <= len(resent) <= published - 6
 
 
-def test_full_disk_for_the_state_file(broker, queue_name, data_dir, tmp_path, capsys,
-                                      small_disk):  # fmt: skip
+def test_full_disk_for_the_state_file(broker, queue_name, data_dir, tmp_path, capsys, small_disk):
     root = small_disk.path / "root"
     root.mkdir()
     for name in DIRS[:2]:
@@ -230,16 +251,22 @@ def test_full_disk_for_the_state_file(broker, queue_name, data_dir, tmp_path, ca
     assert markers(root) == DIRS[:1]  # DIRS[1] is the newest here
 
 
-def test_overlapping_run_sends_nothing_and_says_why_at_verbose(broker, queue_name, tstat_root,
-                                                               tmp_path, capsys):  # fmt: skip
+def test_overlapping_run_sends_nothing_and_says_why_at_verbose(
+    broker, queue_name, tstat_root, tmp_path, capsys
+):
     root = tstat_root("full")
     broker.declare(queue_name, durable=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys, time\n"
-         f"f = open({str(root / LOCK_NAME)!r}, 'a')\n"
-         "fcntl.flock(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            f"f = open({str(root / LOCK_NAME)!r}, 'a')\n"
+            "fcntl.flock(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         cfg = config(tmp_path, broker, queue_name)
@@ -255,8 +282,7 @@ def test_overlapping_run_sends_nothing_and_says_why_at_verbose(broker, queue_nam
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def test_check_config_connects_and_sends_nothing(broker, queue_name, tstat_root, tmp_path,
-                                                 capsys):  # fmt: skip
+def test_check_config_connects_and_sends_nothing(broker, queue_name, tstat_root, tmp_path, capsys):
     root = tstat_root("full")
     broker.declare(queue_name, durable=True)
     assert run(config(tmp_path, broker, queue_name), root, "--check-config") == 0

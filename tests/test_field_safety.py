@@ -250,7 +250,8 @@ def test_a_folder_path_too_long_or_not_utf8_for_a_message_id_fails_only_its_dire
         errors = err.strip().splitlines()
         assert len(errors) == 2, err
         assert errors[0].endswith(
-            f"{root}/eth\\xff/{D18}: its path is not valid UTF-8, and it goes into every message id: not sent"
+            f"{root}/eth\\xff/{D18}: its path is not valid UTF-8, and it goes into every "
+            "message id: not sent"
         )
         assert errors[1].endswith(
             f"{long / D18}: its message ids could take 256 bytes, over AMQP's limit of 255: "

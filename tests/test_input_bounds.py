@@ -41,9 +41,11 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """`bin/tstat_send ARGS` in a subprocess: a run that hangs fails the test, not the suite."""
     return subprocess.run(
         [sys.executable, str(REPO / "bin/tstat_send"), *args],
-        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
         timeout=timeout,
-    )  # fmt: skip
+    )
 
 
 def said(stderr: str) -> list[str]:
@@ -66,8 +68,9 @@ def gzip_logs(root: Path) -> None:
 # -- only regular files are read ----------------------------------------------------------
 
 
-def test_fifo_log_is_refused_promptly_and_the_other_dirs_go(broker, queue_name, tstat_root,
-                                                            tmp_path, capsys):  # fmt: skip
+def test_fifo_log_is_refused_promptly_and_the_other_dirs_go(
+    broker, queue_name, tstat_root, tmp_path, capsys
+):
     root = tstat_root("full")
     fifo = root / DIRS[1] / UDP
     fifo.unlink()
@@ -98,10 +101,12 @@ def test_log_linked_to_dev_zero_is_refused(tstat_root):
     assert len(printed(done.stdout)) == 490 + 634  # the other complete directories
 
 
-@pytest.mark.parametrize("where", [LOCK_NAME, f"{DIRS[0]}/{PROCESSED_NAME}",
-                                   f"{DIRS[0]}/{STATE_NAME}"])  # fmt: skip
-def test_planted_symlink_is_never_written_through(broker, queue_name, tstat_root, tmp_path,
-                                                  capsys, where):  # fmt: skip
+@pytest.mark.parametrize(
+    "where", [LOCK_NAME, f"{DIRS[0]}/{PROCESSED_NAME}", f"{DIRS[0]}/{STATE_NAME}"]
+)
+def test_planted_symlink_is_never_written_through(
+    broker, queue_name, tstat_root, tmp_path, capsys, where
+):
     root = tstat_root("full")
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
@@ -112,14 +117,21 @@ def test_planted_symlink_is_never_written_through(broker, queue_name, tstat_root
     assert run(config(tmp_path, broker, queue_name, window=1), root) == 1
     err = capsys.readouterr().err
     # Each file says so in its own words, and nothing else is said.
-    assert said(err) == {
-        LOCK_NAME: [f"cannot open lock file {link}: it is a symbolic link (not followed)"],
-        PROCESSED_NAME: [f"{link}: it is a symbolic link, not a marker tstat_send wrote: the "
-                         "directory is not sent; remove it"],
-        STATE_NAME: [f"{link}: ignoring unreadable state file (a symbolic link)",
-                     f"cannot write {link}: it is a symbolic link (not written through; remove "
-                     "it if it should not be there)"],
-    }[link.name]  # fmt: skip
+    assert (
+        said(err)
+        == {
+            LOCK_NAME: [f"cannot open lock file {link}: it is a symbolic link (not followed)"],
+            PROCESSED_NAME: [
+                f"{link}: it is a symbolic link, not a marker tstat_send wrote: the "
+                "directory is not sent; remove it"
+            ],
+            STATE_NAME: [
+                f"{link}: ignoring unreadable state file (a symbolic link)",
+                f"cannot write {link}: it is a symbolic link (not written through; remove "
+                "it if it should not be there)",
+            ],
+        }[link.name]
+    )
     assert victim.read_text() == "precious\n" and not absent.exists()
     assert link.is_symlink()
     assert DIRS[0] not in markers(root)
@@ -155,8 +167,11 @@ def test_row_with_25_mb_of_nul_bytes_is_a_bad_row_and_memory_stays_flat(tstat_ro
     )
     done = subprocess.run(
         [sys.executable, "-c", measure, "-N", "-T", "0", "-d", str(root)],
-        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0
     *report, rss = said(done.stderr)
     assert report == [
@@ -186,8 +201,7 @@ def widen_rows(log: Path, rows: range) -> None:
     log.write_text("\n".join([header, *lines]))
 
 
-def test_messages_over_the_size_cap_are_split(broker, queue_name, tstat_root, tmp_path,
-                                              capsys):  # fmt: skip
+def test_messages_over_the_size_cap_are_split(broker, queue_name, tstat_root, tmp_path, capsys):
     root = tstat_root("full")
     log = root / DIRS[0] / TCP
     widen_rows(log, range(1, 61))
@@ -198,8 +212,11 @@ def test_messages_over_the_size_cap_are_split(broker, queue_name, tstat_root, tm
     assert flows(messages) == want
     sizes = [len(body) for _, body in messages]
     assert max(sizes) <= MAX_MESSAGE_BYTES
-    tcp0 = [p for p, _ in messages if p.headers["tstat_directory"] == DIRS[0]
-            and p.headers["tstat_log"] == TCP]  # fmt: skip
+    tcp0 = [
+        p
+        for p, _ in messages
+        if p.headers["tstat_directory"] == DIRS[0] and p.headers["tstat_log"] == TCP
+    ]
     assert len(tcp0) > -(-sum(p.headers["flows"] for p in tcp0) // CHUNK_SIZE)
     prefix = f"s1:0:{DIRS[0]}:{TCP}:"
     assert [p.message_id for p in tcp0] == [f"{prefix}{n}" for n in range(len(tcp0))]
@@ -237,8 +254,9 @@ def test_gzipped_logs_give_the_plain_run_s_objects_and_reports(tstat_root, varia
     )
 
 
-def test_gzipped_logs_resume_after_a_cut_without_loss(broker, queue_name, tstat_root, tmp_path,
-                                                      capsys):  # fmt: skip
+def test_gzipped_logs_resume_after_a_cut_without_loss(
+    broker, queue_name, tstat_root, tmp_path, capsys
+):
     root = tstat_root("full")
     want = expected_flows(capsys, root)
     assert send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)]) == 0
@@ -258,8 +276,9 @@ def test_gzipped_logs_resume_after_a_cut_without_loss(broker, queue_name, tstat_
     assert markers(root) == DIRS[:3]
 
 
-def test_truncated_gz_is_never_marked_and_its_complete_rows_go(tstat_root, tmp_path,
-                                                               monkeypatch, caplog):  # fmt: skip
+def test_truncated_gz_is_never_marked_and_its_complete_rows_go(
+    tstat_root, tmp_path, monkeypatch, caplog
+):
     plain = tstat_root("full").rename(tmp_path / "plain")
     root = tstat_root("full")
     everything = printed(
@@ -279,8 +298,12 @@ def test_truncated_gz_is_never_marked_and_its_complete_rows_go(tstat_root, tmp_p
     (first,) = CliList.instances
     got = first.objects()
     for d in (DIRS[1], DIRS[3]):  # each cut file: the objects of its complete rows
-        sent = [o for m in first.received if m.headers["tstat_directory"] == d
-                and m.headers["tstat_log"] == UDP for o in json.loads(m.body)]  # fmt: skip
+        sent = [
+            o
+            for m in first.received
+            if m.headers["tstat_directory"] == d and m.headers["tstat_log"] == UDP
+            for o in json.loads(m.body)
+        ]
         whole_file = [o for c in LogFile(plain / d / UDP, "udp", OPTS).chunks() for o in c.objects]
         assert 0 < len(sent) < len(whole_file) and sent == whole_file[: len(sent)]
     assert markers(root) == [DIRS[0], DIRS[2]]
@@ -358,23 +381,45 @@ def test_run_killed_in_a_quiet_stretch_resumes_from_what_it_read(tstat_root, mon
     done = subprocess.run(
         [sys.executable, "-c", script, "-t", "list", "-T", "1000000", "-d", str(root)],
         env={**os.environ, "PYTHONPATH": str(REPO), "KILL_AT_POLL": "2"},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr
     state = json.loads((root / DIRS[0] / STATE_NAME).read_text())
     # Recorded at the first poll, with nothing in flight: past row POLL_ROWS (line + 1).
     recorded = state["files"][TCP]
-    assert {k: recorded[k] for k in ("offset", "line", "skip", "header_offset", "messages",
-                                     "objects", "rows", "bad_rows")} == {
-        "offset": ends[POLL_ROWS], "line": POLL_ROWS + 2, "skip": 0, "header_offset": 0,
-        "messages": 0, "objects": 0, "rows": POLL_ROWS, "bad_rows": 0,
-    }  # fmt: skip
+    assert {
+        k: recorded[k]
+        for k in (
+            "offset",
+            "line",
+            "skip",
+            "header_offset",
+            "messages",
+            "objects",
+            "rows",
+            "bad_rows",
+        )
+    } == {
+        "offset": ends[POLL_ROWS],
+        "line": POLL_ROWS + 2,
+        "skip": 0,
+        "header_offset": 0,
+        "messages": 0,
+        "objects": 0,
+        "rows": POLL_ROWS,
+        "bad_rows": 0,
+    }
     monkeypatch.setitem(transports.BUILTIN, "list", f"{__name__}:CliList")
     caplog.set_level("INFO")
     assert send_main(["-t", "list", "-T", "1000000", "-d", str(root), "-v"]) == 0
     summary = next(r.message for r in caplog.records if r.message.startswith("summary:"))
-    dir_rows = sum(len(p.read_text().splitlines()) - 1
-                   for d in DIRS[1:3] for p in (root / d / TCP, root / d / UDP))  # fmt: skip
+    dir_rows = sum(
+        len(p.read_text().splitlines()) - 1
+        for d in DIRS[1:3]
+        for p in (root / d / TCP, root / d / UDP)
+    )
     assert f" rows={2 * POLL_ROWS + dir_rows} " in summary  # the first POLL_ROWS not read again
     assert markers(root) == DIRS[:3]
 

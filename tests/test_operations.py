@@ -69,10 +69,21 @@ def test_metrics_file_after_a_good_and_a_failed_run(tstat_root, tmp_path, capsys
 def test_progress_line_only_on_a_terminal(data_dir):
     primary, secondary = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tstat_transport", "-N", "-T", "0", "--include-newest",
-         "-d", str(data_dir / "full")],
-        stdout=subprocess.DEVNULL, stderr=secondary, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tstat_transport",
+            "-N",
+            "-T",
+            "0",
+            "--include-newest",
+            "-d",
+            str(data_dir / "full"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=secondary,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     os.close(secondary)
     chunks = []
     while True:
@@ -97,25 +108,52 @@ def test_plugin_transport_through_the_cli(tmp_path, tstat_root):
     site = tmp_path / "site"
     source = shutil.copytree(REPO / "tests/plugin_pkg", tmp_path / "source")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(site), str(source)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
     root = tstat_root("full")
     out = tmp_path / "flows.jsonl"
     (tmp_path / "config.ini").write_text(f"[jsonl]\npath = {out}\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
     run = subprocess.run(
-        [sys.executable, "-m", "tstat_transport", "-t", "jsonl", "-c", str(tmp_path / "config.ini"),
-         "-T", "0", "-d", str(root)],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tstat_transport",
+            "-t",
+            "jsonl",
+            "-c",
+            str(tmp_path / "config.ini"),
+            "-T",
+            "0",
+            "-d",
+            str(root),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     flows = [o for line in out.read_text().splitlines() for o in json.loads(line)]
     assert len(flows) == 1630
     assert [d.name for d in sorted(root.glob("*.out")) if (d / ".processed").exists()] == [
-        "2026_11_24_19_18.out", "2026_11_24_19_20.out", "2026_11_24_19_22.out"
-    ]  # fmt: skip
+        "2026_11_24_19_18.out",
+        "2026_11_24_19_20.out",
+        "2026_11_24_19_22.out",
+    ]
 
 
 # -- the previous metrics file is read only if it is one tstat_send could have written --
@@ -167,11 +205,24 @@ def test_previous_metrics_larger_than_the_bound_are_not_read(tstat_root, tmp_pat
 def _run_with_metrics_at(root: Path, metrics: Path) -> subprocess.CompletedProcess:
     # A subprocess with a timeout: what is tested is that it does not hang.
     return subprocess.run(
-        [sys.executable, "-m", "tstat_transport", "-N", "-T", "0", "-d", str(root),
-         "--metrics-file", str(metrics)],
-        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "tstat_transport",
+            "-N",
+            "-T",
+            "0",
+            "-d",
+            str(root),
+            "--metrics-file",
+            str(metrics),
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=30,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("through_a_symlink", [False, True])

@@ -70,8 +70,9 @@ def objects(transports: list[FaultyTransport]) -> Counter:
     return Counter(json.dumps(o, sort_keys=True) for t in transports for o in t.objects())
 
 
-def assert_rerun_completes(monkeypatch, capsys, root: Path, want: list[dict],
-                           first: FaultyTransport) -> FaultyTransport:  # fmt: skip
+def assert_rerun_completes(
+    monkeypatch, capsys, root: Path, want: list[dict], first: FaultyTransport
+) -> FaultyTransport:
     """A clean rerun marks every complete directory; nothing is lost, and nothing
     the failed run had confirmed in order is sent again."""
     clean = register(monkeypatch)
@@ -102,6 +103,23 @@ def test_failed_final_flush_leaves_the_directory_unmarked(monkeypatch, tstat_roo
     assert_rerun_completes(monkeypatch, capsys, root, want, first)
 
 
+def test_a_flush_that_leaves_a_message_unconfirmed_marks_nothing(monkeypatch, tstat_root, capsys):
+    root = tstat_root("full")
+    want = reference(capsys, root)
+    faulty = register(monkeypatch, flush_leaves=1)
+    assert send(root) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{root / DIRS[0]}: the faulty transport returned from flush with 1 message(s) "
+        "unconfirmed: not marked processed"
+    ) in err
+    first = faulty.instances[0]
+    assert markers(root) == []
+    assert len(first.confirmed) == len(first.received) - 1
+    assert state_messages(root, DIRS[0]) == confirmed_in_order(first, DIRS[0])
+    assert_rerun_completes(monkeypatch, capsys, root, want, first)
+
+
 def test_nack_fails_the_run_and_keeps_what_was_confirmed(monkeypatch, tstat_root, capsys):
     root = tstat_root("full")
     want = reference(capsys, root)
@@ -124,8 +142,9 @@ def test_confirms_out_of_order_record_only_the_in_order_part(monkeypatch, tstat_
     sent = [m for m in first.received if m.headers["tstat_directory"] == DIRS[1]]
     done = {id(m) for m in first.confirmed}
     # The case under test did happen: a message is unconfirmed while a later one is.
-    assert any(id(m) not in done and id(n) in done for i, m in enumerate(sent)
-               for n in sent[i + 1 :])  # fmt: skip
+    assert any(
+        id(m) not in done and id(n) in done for i, m in enumerate(sent) for n in sent[i + 1 :]
+    )
     assert state_messages(root, DIRS[1]) == confirmed_in_order(first, DIRS[1])
     assert_rerun_completes(monkeypatch, capsys, root, want, first)
 
@@ -162,7 +181,7 @@ def test_progress_confirmed_before_a_failure_is_saved(monkeypatch, tstat_root, c
 @pytest.mark.parametrize(("window", "most"), [(3, 0), (4, 1), (8, 3), (64, 4)])
 def test_a_wide_window_saves_progress_every_half_window_of_confirmed_messages(
     monkeypatch, tstat_root, window, most
-):  # fmt: skip
+):
     # A run killed at any moment resends, besides what is in flight, only the confirmed
     # messages the state file does not hold yet: fewer than window/2 (none under 4).
     # The receiver confirms each message one publish later; the state on disk is read
@@ -174,8 +193,7 @@ def test_a_wide_window_saves_progress_every_half_window_of_confirmed_messages(
     assert len(lags) == 19 and max(lags) == most
 
 
-def test_a_failed_state_write_leaves_the_previous_state(monkeypatch, data_dir, small_disk,
-                                                        capsys):  # fmt: skip
+def test_a_failed_state_write_leaves_the_previous_state(monkeypatch, data_dir, small_disk, capsys):
     root = small_disk.path / "root"
     root.mkdir()
     for name in DIRS[:2]:
@@ -192,8 +210,9 @@ def test_a_failed_state_write_leaves_the_previous_state(monkeypatch, data_dir, s
     assert not list((root / DIRS[0]).glob(".*.tmp"))
 
 
-def test_progress_for_another_transport_sends_the_directory_whole(monkeypatch, tstat_root,
-                                                                   capsys, caplog):  # fmt: skip
+def test_progress_for_another_transport_sends_the_directory_whole(
+    monkeypatch, tstat_root, capsys, caplog
+):
     root = tstat_root("full")
     register(monkeypatch, window=1, fail_after=8)  # directory 2 stops after 2 messages
     assert send(root) == 75
@@ -207,8 +226,9 @@ def test_progress_for_another_transport_sends_the_directory_whole(monkeypatch, t
     assert sum(m.count for m in second.received[:6]) == 490
 
 
-def test_a_log_shorter_than_its_progress_is_sent_from_the_start(monkeypatch, tstat_root,
-                                                                 capsys, caplog):  # fmt: skip
+def test_a_log_shorter_than_its_progress_is_sent_from_the_start(
+    monkeypatch, tstat_root, capsys, caplog
+):
     root = tstat_root("full")
     register(monkeypatch, window=1, fail_after=9)  # directory 2 stops after 3 messages
     assert send(root) == 75
@@ -219,8 +239,11 @@ def test_a_log_shorter_than_its_progress_is_sent_from_the_start(monkeypatch, tst
     clean = register(monkeypatch)
     assert send(root) == 0
     assert "file is shorter than the progress recorded for it" in caplog.text
-    sent = [m for m in clean.instances[0].received if m.headers["tstat_log"] == "log_tcp_complete"
-            and m.headers["tstat_directory"] == DIRS[1]]  # fmt: skip
+    sent = [
+        m
+        for m in clean.instances[0].received
+        if m.headers["tstat_log"] == "log_tcp_complete" and m.headers["tstat_directory"] == DIRS[1]
+    ]
     # All of it (200 objects), numbered after the chunks of the old file: a consumer
     # would drop different flows under an id it has seen.
     assert [m.message_id.rsplit(":", 1)[1] for m in sent] == ["3", "4"]
@@ -231,9 +254,17 @@ def test_a_log_shorter_than_its_progress_is_sent_from_the_start(monkeypatch, tst
 
 
 def rabbit_config(tmp_path: Path, broker, queue: str, **extra) -> Path:
-    rabbit = {"host": broker.host, "port": broker.port, "username": broker.username,
-              "password": broker.password, "queue": queue, "connect_retries": 0,
-              "retry_delay": 0, "timeout": 10, **extra}  # fmt: skip
+    rabbit = {
+        "host": broker.host,
+        "port": broker.port,
+        "username": broker.username,
+        "password": broker.password,
+        "queue": queue,
+        "connect_retries": 0,
+        "retry_delay": 0,
+        "timeout": 10,
+        **extra,
+    }
     path = tmp_path / f"config-{uuid.uuid4().hex[:6]}.ini"
     path.write_text("[rabbit]\n" + "".join(f"{k} = {v}\n" for k, v in rabbit.items()))
     return path
@@ -241,8 +272,20 @@ def rabbit_config(tmp_path: Path, broker, queue: str, **extra) -> Path:
 
 def test_the_queue_is_declared_durable_by_default(broker, queue_name, tstat_root, tmp_path):
     root = tstat_root("full")
-    assert send_main(["-c", str(rabbit_config(tmp_path, broker, queue_name)), "-T", "0",
-                      "-s", "-d", str(root)]) == 0  # fmt: skip
+    assert (
+        send_main(
+            [
+                "-c",
+                str(rabbit_config(tmp_path, broker, queue_name)),
+                "-T",
+                "0",
+                "-s",
+                "-d",
+                str(root),
+            ]
+        )
+        == 0
+    )
     # The broker refuses to redeclare a queue with another durability: asking it both
     # ways reads the durability back.
     with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="durable") as info:
@@ -255,13 +298,15 @@ def test_the_queue_is_declared_durable_by_default(broker, queue_name, tstat_root
 # The run takes 2 s. A transport that ignores `multiple` waits for confirms that never
 # come: confirm_timeout ends that wait, and this bound any other hang.
 @pytest.mark.timeout(20)
-def test_acks_with_multiple_confirm_every_message_they_cover(broker, queue_name, tstat_root,
-                                                             tmp_path, capsys):  # fmt: skip
+def test_acks_with_multiple_confirm_every_message_they_cover(
+    broker, queue_name, tstat_root, tmp_path, capsys
+):
     root = tstat_root("full")
     want = reference(capsys, root)
     with Proxy(coalesce_acks=True) as proxy:
-        cfg = rabbit_config(tmp_path, broker, queue_name, port=proxy.port, timeout=3, window=8,
-                            confirm_timeout=3)  # fmt: skip
+        cfg = rabbit_config(
+            tmp_path, broker, queue_name, port=proxy.port, timeout=3, window=8, confirm_timeout=3
+        )
         code = send_main(["-c", str(cfg), "-T", "0", "-S", "s1", "-d", str(root)])
         assert code == 0, capsys.readouterr().err
     assert proxy.multiple_acks > 0  # the acks did arrive with `multiple`
@@ -277,10 +322,19 @@ def test_no_more_than_window_messages_are_in_flight(broker, queue_name, tstat_ro
     with Proxy(hold_after_publish=1) as proxy:
         cfg = rabbit_config(tmp_path, broker, queue_name, port=proxy.port, window=5)
         proc = subprocess.Popen(
-            [sys.executable, str(REPO / "bin/tstat_send"), "-c", str(cfg), "-T", "0",
-             "-d", str(root)],
-            env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(REPO / "bin/tstat_send"),
+                "-c",
+                str(cfg),
+                "-T",
+                "0",
+                "-d",
+                str(root),
+            ],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stderr=subprocess.PIPE,
+        )
         try:
             deadline = time.monotonic() + 30
             while proxy.publishes < 5 and time.monotonic() < deadline:
@@ -316,10 +370,23 @@ def test_marker_and_state_are_fsynced_before_and_after_the_rename(tstat_root, tm
     """)
     trace = tmp_path / "trace"
     done = subprocess.run(
-        [strace, "-f", "-y", "-qq", "-o", str(trace),
-         "-e", "trace=fsync,fdatasync,rename,renameat,renameat2", sys.executable, "-c", script],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            strace,
+            "-f",
+            "-y",
+            "-qq",
+            "-o",
+            str(trace),
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2",
+            sys.executable,
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if "ptrace" in done.stderr and done.returncode != 75:
         pytest.skip(f"strace cannot trace here: {done.stderr.strip()}")
     assert done.returncode == 75, done.stderr
@@ -332,16 +399,23 @@ def assert_durable_replace(calls: str, path: Path) -> None:
     """The last write of `path` in strace's output: its temporary file fsynced, renamed
     onto `path`, then the directory fsynced (the rename itself made durable)."""
     lines = calls.splitlines()
-    renames = [i for i, line in enumerate(lines)
-               if re.search(rf"rename\w*\(.*\"{re.escape(str(path))}\"", line)]  # fmt: skip
+    renames = [
+        i
+        for i, line in enumerate(lines)
+        if re.search(rf"rename\w*\(.*\"{re.escape(str(path))}\"", line)
+    ]
     assert renames, f"{path} was never renamed into place"
     i = renames[-1]
-    tmp = re.search(rf"\"({re.escape(str(path.parent))}/\.{re.escape(path.name)}\.[^\"]+)\"",
-                    lines[i]).group(1)  # fmt: skip
+    tmp = re.search(
+        rf"\"({re.escape(str(path.parent))}/\.{re.escape(path.name)}\.[^\"]+)\"", lines[i]
+    ).group(1)
     before = [line for line in lines[:i] if re.search(r"fsync\(\d+<" + re.escape(tmp) + ">", line)]
     assert before, f"{tmp} renamed to {path} without an fsync of its data"
-    after = [line for line in lines[i + 1 :]
-             if re.search(r"fsync\(\d+<" + re.escape(str(path.parent)) + ">\\)", line)]  # fmt: skip
+    after = [
+        line
+        for line in lines[i + 1 :]
+        if re.search(r"fsync\(\d+<" + re.escape(str(path.parent)) + ">\\)", line)
+    ]
     assert after, f"the rename to {path} was not made durable (no fsync of {path.parent})"
 
 
@@ -359,10 +433,13 @@ def test_cull_quiet_leaves_the_logging_of_the_process_alone(tstat_root, caplog):
 
 @pytest.mark.parametrize(
     ("ci", "code", "line"),
-    [("1", 1, "skipped under CI (CI='1'): Skipped: no such tool"),
-     ("true", 1, "skipped under CI (CI='true'): Skipped: no such tool"),
-     ("0", 0, "1 skipped"), ("", 0, "1 skipped")],
-)  # fmt: skip
+    [
+        ("1", 1, "skipped under CI (CI='1'): Skipped: no such tool"),
+        ("true", 1, "skipped under CI (CI='true'): Skipped: no such tool"),
+        ("0", 0, "1 skipped"),
+        ("", 0, "1 skipped"),
+    ],
+)
 def test_a_skip_is_a_failure_under_ci(tmp_path, ci, code, line):
     (tmp_path / "conftest.py").write_text((REPO / "tests/conftest.py").read_text())
     (tmp_path / "test_skips.py").write_text(
@@ -370,10 +447,22 @@ def test_a_skip_is_a_failure_under_ci(tmp_path, ci, code, line):
     )
     path = os.pathsep.join([str(REPO / "tests"), str(REPO)])
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-         str(tmp_path)],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
         env={**os.environ, "CI": ci, "PYTHONPATH": path},
-    )  # fmt: skip
+    )
     assert done.returncode == code, done.stdout
     assert line in done.stdout

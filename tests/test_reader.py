@@ -103,8 +103,9 @@ def test_cut_last_line_in_complete_directory_is_a_bad_row(tmp_path, tcp_lines, r
     assert f"{path}:227: bad row skipped: last line is cut short" in caplog.text
 
 
-def test_cut_last_line_in_file_being_written_is_left_for_later(tmp_path, tcp_lines, reference,
-                                                               caplog):  # fmt: skip
+def test_cut_last_line_in_file_being_written_is_left_for_later(
+    tmp_path, tcp_lines, reference, caplog
+):
     path = write(tmp_path, tcp_lines[:-1] + [tcp_lines[-1][:200]])
     objs, lf = read_all(path, complete=False)
     assert objs == reference[:-2]
@@ -145,8 +146,9 @@ def test_nan_value_is_sent_as_null(tmp_path, tcp_lines, reference, caplog):
     assert f"{path}:6: 1 NaN/Infinity value(s) sent as null" in caplog.text
 
 
-def test_many_bad_rows_are_all_counted_but_reported_once_each_up_to_a_limit(tmp_path, tcp_lines,
-                                                                            caplog):  # fmt: skip
+def test_many_bad_rows_are_all_counted_but_reported_once_each_up_to_a_limit(
+    tmp_path, tcp_lines, caplog
+):
     lines = tcp_lines[:1] + ["garbage\n"] * 50 + tcp_lines[1:]
     objs, lf = read_all(write(tmp_path, lines))
     assert len(objs) == 452 and lf.stats.bad_rows == 50

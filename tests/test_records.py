@@ -34,9 +34,16 @@ def convert(data_dir, variant, rel, line, protocol, options=OPTS):
 
 
 def meta(src_ip, src_port, dst_ip, dst_port, protocol, sensor="s1", instance=0):
-    return {"src_ip": src_ip, "src_port": src_port, "dst_ip": dst_ip, "dst_port": dst_port,
-            "protocol": protocol, "sensor_id": sensor, "instance_id": instance,
-            "flow_type": "tstat"}  # fmt: skip
+    return {
+        "src_ip": src_ip,
+        "src_port": src_port,
+        "dst_ip": dst_ip,
+        "dst_port": dst_port,
+        "protocol": protocol,
+        "sensor_id": sensor,
+        "instance_id": instance,
+        "flow_type": "tstat",
+    }
 
 
 def tcp_values(duration, bits, packets, bps, pps, rtt, cwin, mss, seg, win_scl=10, sack=0, syn=1):
@@ -45,22 +52,50 @@ def tcp_values(duration, bits, packets, bps, pps, rtt, cwin, mss, seg, win_scl=1
     rtt = (avg, min, max, std), cwin = (min, max, ini), seg = (mss_max, mss_min).
     """
     return {
-        "duration": duration, "num_bits": bits, "num_packets": packets,
-        "bits_per_second": bps, "packets_per_second": pps,
-        "tcp_rexmit_bytes": 0, "tcp_rexmit_pkts": 0, "tcp_rexmit_rate": 0, "tcp_syn_cnt": syn,
-        "tcp_rtt_avg": rtt[0], "tcp_rtt_min": rtt[1], "tcp_rtt_max": rtt[2], "tcp_rtt_std": rtt[3],
-        "tcp_pkts_rto": 0, "tcp_pkts_fs": 0, "tcp_pkts_reor": 0, "tcp_pkts_dup": 0,
-        "tcp_pkts_unk": 0, "tcp_pkts_fc": 0, "tcp_pkts_unrto": 0, "tcp_pkts_unfs": 0,
-        "tcp_cwin_min": cwin[0], "tcp_cwin_max": cwin[1], "tcp_out_seq_pkts": 0,
-        "tcp_window_scale": win_scl, "tcp_mss": mss, "tcp_max_seg_size": seg[0],
-        "tcp_min_seg_size": seg[1], "tcp_win_max": cwin[1], "tcp_win_min": cwin[0],
-        "tcp_initial_cwin": cwin[2], "tcp_sack_cnt": sack,
-    }  # fmt: skip
+        "duration": duration,
+        "num_bits": bits,
+        "num_packets": packets,
+        "bits_per_second": bps,
+        "packets_per_second": pps,
+        "tcp_rexmit_bytes": 0,
+        "tcp_rexmit_pkts": 0,
+        "tcp_rexmit_rate": 0,
+        "tcp_syn_cnt": syn,
+        "tcp_rtt_avg": rtt[0],
+        "tcp_rtt_min": rtt[1],
+        "tcp_rtt_max": rtt[2],
+        "tcp_rtt_std": rtt[3],
+        "tcp_pkts_rto": 0,
+        "tcp_pkts_fs": 0,
+        "tcp_pkts_reor": 0,
+        "tcp_pkts_dup": 0,
+        "tcp_pkts_unk": 0,
+        "tcp_pkts_fc": 0,
+        "tcp_pkts_unrto": 0,
+        "tcp_pkts_unfs": 0,
+        "tcp_cwin_min": cwin[0],
+        "tcp_cwin_max": cwin[1],
+        "tcp_out_seq_pkts": 0,
+        "tcp_window_scale": win_scl,
+        "tcp_mss": mss,
+        "tcp_max_seg_size": seg[0],
+        "tcp_min_seg_size": seg[1],
+        "tcp_win_max": cwin[1],
+        "tcp_win_min": cwin[0],
+        "tcp_initial_cwin": cwin[2],
+        "tcp_sack_cnt": sack,
+    }
 
 
 def flow(values, meta_, start, end):
-    return {"type": "flow", "interval": 600, "values": values, "meta": meta_,
-            "start": start, "end": end}  # fmt: skip
+    return {
+        "type": "flow",
+        "interval": 600,
+        "values": values,
+        "meta": meta_,
+        "start": start,
+        "end": end,
+    }
 
 
 def test_tcp_ipv4_row_gives_both_directions_exactly(data_dir):
@@ -68,13 +103,39 @@ def test_tcp_ipv4_row_gives_both_directions_exactly(data_dir):
     # c_bytes_uniq 103, s_bytes_uniq 845, durat 9.792 ms, c_mss = s_mss = 8960.
     objs = convert(data_dir, "full", "2026_11_24_19_22.out/log_tcp_complete", 2, "tcp")
     assert objs == [
-        flow(tcp_values(0.01, 824, 1, 84150.33, 102.12, (2.276, 2.146, 2.476, 0.176),
-                        (103, 103, 103), 8960, (103, 103)),
-             meta("10.10.0.1", 35438, "10.20.2.2", 80, "tcp"), 1795548169, 1795548169),
-        flow(tcp_values(0.01, 6760, 2, 690359.48, 204.25, (0.016, 0.007, 0.022, 0.007),
-                        (201, 644, 201), 8960, (644, 201)),
-             meta("10.20.2.2", 80, "10.10.0.1", 35438, "tcp"), 1795548169, 1795548169),
-    ]  # fmt: skip
+        flow(
+            tcp_values(
+                0.01,
+                824,
+                1,
+                84150.33,
+                102.12,
+                (2.276, 2.146, 2.476, 0.176),
+                (103, 103, 103),
+                8960,
+                (103, 103),
+            ),
+            meta("10.10.0.1", 35438, "10.20.2.2", 80, "tcp"),
+            1795548169,
+            1795548169,
+        ),
+        flow(
+            tcp_values(
+                0.01,
+                6760,
+                2,
+                690359.48,
+                204.25,
+                (0.016, 0.007, 0.022, 0.007),
+                (201, 644, 201),
+                8960,
+                (644, 201),
+            ),
+            meta("10.20.2.2", 80, "10.10.0.1", 35438, "tcp"),
+            1795548169,
+            1795548169,
+        ),
+    ]
     # Key order is part of the contract (consumers and diffs rely on it).
     assert list(objs[0]) == ["type", "interval", "values", "meta", "start", "end"]
     assert list(objs[0]["values"]) == list(tcp_values(*[0] * 5, *[(0,) * 4, (0,) * 3, 0, (0, 0)]))
@@ -85,18 +146,45 @@ def test_tcp_ipv6_row(data_dir):
     # MSS 8940 (IPv6).
     objs = convert(data_dir, "full", "2026_11_24_19_18.out/log_tcp_complete", 5, "tcp")
     assert objs == [
-        flow(tcp_values(0.12, 1056, 1, 8466.29, 8.02, (40.575, 40.354, 40.772, 0.21),
-                        (132, 132, 132), 8940, (132, 132)),
-             meta("fd00:10::2", 55824, "fd00:20:1::1", 80, "tcp"), 1795547929, 1795547929),
-        flow(tcp_values(0.12, 5008, 2, 40150.73, 16.03, (0.157, 0.022, 0.409, 0.219),
-                        (201, 425, 201), 8940, (425, 201)),
-             meta("fd00:20:1::1", 80, "fd00:10::2", 55824, "tcp"), 1795547929, 1795547929),
-    ]  # fmt: skip
+        flow(
+            tcp_values(
+                0.12,
+                1056,
+                1,
+                8466.29,
+                8.02,
+                (40.575, 40.354, 40.772, 0.21),
+                (132, 132, 132),
+                8940,
+                (132, 132),
+            ),
+            meta("fd00:10::2", 55824, "fd00:20:1::1", 80, "tcp"),
+            1795547929,
+            1795547929,
+        ),
+        flow(
+            tcp_values(
+                0.12,
+                5008,
+                2,
+                40150.73,
+                16.03,
+                (0.157, 0.022, 0.409, 0.219),
+                (201, 425, 201),
+                8940,
+                (425, 201),
+            ),
+            meta("fd00:20:1::1", 80, "fd00:10::2", 55824, "tcp"),
+            1795547929,
+            1795547929,
+        ),
+    ]
 
 
 def test_udp_ipv6_row_duration_in_seconds(data_dir):
     # full/2026_11_24_19_22.out/log_udp_complete line 7: c_durat 0.009543 s, s_durat 0.009265 s.
     objs = convert(data_dir, "full", "2026_11_24_19_22.out/log_udp_complete", 7, "udp")
+
     def udp(d, b, p, bps, pps):
         return {
             "duration": d,
@@ -105,12 +193,21 @@ def test_udp_ipv6_row_duration_in_seconds(data_dir):
             "bits_per_second": bps,
             "packets_per_second": pps,
         }
+
     assert objs == [
-        flow(udp(0.01, 5296, 5, 554961.75, 523.94),
-             meta("fd00:10::2", 40920, "fd00:20:2::1", 9996, "udp"), 1795547979, 1795547979),
-        flow(udp(0.01, 20072, 5, 2166432.81, 539.67),
-             meta("fd00:20:2::1", 9996, "fd00:10::2", 40920, "udp"), 1795547979, 1795547979),
-    ]  # fmt: skip
+        flow(
+            udp(0.01, 5296, 5, 554961.75, 523.94),
+            meta("fd00:10::2", 40920, "fd00:20:2::1", 9996, "udp"),
+            1795547979,
+            1795547979,
+        ),
+        flow(
+            udp(0.01, 20072, 5, 2166432.81, 539.67),
+            meta("fd00:20:2::1", 9996, "fd00:10::2", 40920, "udp"),
+            1795547979,
+            1795547979,
+        ),
+    ]
 
 
 def test_udp_long_flow_end_and_threshold_keeps_one_direction(data_dir):
@@ -119,13 +216,27 @@ def test_udp_long_flow_end_and_threshold_keeps_one_direction(data_dir):
     opts = Options(threshold_bits=40 * 8_000_000, sensor="s1", instance=0)
     objs = convert(data_dir, "full", "2026_11_24_19_24.out/log_udp_complete", 61, "udp", opts)
     assert objs == [
-        flow({"duration": 10.04, "num_bits": 400000032, "num_packets": 6251,
-              "bits_per_second": 39840771.59, "packets_per_second": 622.61},
-             meta("10.10.0.1", 55025, "10.20.1.1", 5201, "udp"), 1795548128, 1795548138),
-    ]  # fmt: skip
+        flow(
+            {
+                "duration": 10.04,
+                "num_bits": 400000032,
+                "num_packets": 6251,
+                "bits_per_second": 39840771.59,
+                "packets_per_second": 622.61,
+            },
+            meta("10.10.0.1", 55025, "10.20.1.1", 5201, "udp"),
+            1795548128,
+            1795548138,
+        ),
+    ]
     zero = convert(data_dir, "full", "2026_11_24_19_24.out/log_udp_complete", 61, "udp")[1]
-    assert zero["values"] == {"duration": 0.0, "num_bits": 32, "num_packets": 1,
-                              "bits_per_second": 0, "packets_per_second": 0}  # fmt: skip
+    assert zero["values"] == {
+        "duration": 0.0,
+        "num_bits": 32,
+        "num_packets": 1,
+        "bits_per_second": 0,
+        "packets_per_second": 0,
+    }
 
 
 @pytest.mark.parametrize(
@@ -145,10 +256,24 @@ def test_threshold_edge_is_inclusive(data_dir, threshold_mb, kept):
 
 def run_n(root: Path, *extra: str) -> list[dict]:
     out = subprocess.run(
-        [sys.executable, "-m", "tstat_transport", "-N", "-T", "0", "--include-newest",
-         "-S", "testsensor", "-d", str(root), *extra],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tstat_transport",
+            "-N",
+            "-T",
+            "0",
+            "--include-newest",
+            "-S",
+            "testsensor",
+            "-d",
+            str(root),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return jsonl_objects(out.stdout)
 
 
@@ -208,10 +333,17 @@ def test_each_level_gives_the_same_flows(data_dir, tmp_path, tstat_root):
     assert len(full) == len(advanced) == len(core) == 1998
     assert Counter(map(_key, full)) == Counter(map(_key, advanced))
     core_keys = [
-        "duration", "num_bits", "num_packets", "bits_per_second", "packets_per_second",
-        "tcp_rexmit_bytes", "tcp_rexmit_pkts", "tcp_rexmit_rate", "tcp_syn_cnt",
+        "duration",
+        "num_bits",
+        "num_packets",
+        "bits_per_second",
+        "packets_per_second",
+        "tcp_rexmit_bytes",
+        "tcp_rexmit_pkts",
+        "tcp_rexmit_rate",
+        "tcp_syn_cnt",
         "tcp_out_seq_pkts",
-    ]  # fmt: skip
+    ]
     tcp_core = [o for o in core if o["meta"]["protocol"] == "tcp"]
     assert tcp_core and all(list(o["values"]) == core_keys for o in tcp_core)
     stripped = []
@@ -316,10 +448,14 @@ _ADDRESSES = st.one_of(
 def test_fast_path_never_differs_from_the_reference(data_dir, data):
     """Rows with random values put into real rows: the fast path either declines (the
     reference decides) or writes exactly what json.dumps writes for the reference."""
-    protocol, rel = data.draw(st.sampled_from([
-        ("tcp", "2026_11_24_19_22.out/log_tcp_complete"),
-        ("udp", "2026_11_24_19_24.out/log_udp_complete"),
-    ]))  # fmt: skip
+    protocol, rel = data.draw(
+        st.sampled_from(
+            [
+                ("tcp", "2026_11_24_19_22.out/log_tcp_complete"),
+                ("udp", "2026_11_24_19_24.out/log_udp_complete"),
+            ]
+        )
+    )
     names, fields = real_row(data_dir, "full", rel, data.draw(st.integers(2, 100)))
     conv = compile_converter(protocol, names, Options(data.draw(st.sampled_from([0, 800])), "s", 0))
     addresses = {conv.columns["c_ip"], conv.columns["s_ip"]}
@@ -395,9 +531,18 @@ def test_rexmit_rate_and_syn_cnt_of_every_row_at_every_level(capsys, data_dir, l
 
 @pytest.mark.parametrize(
     "bad",
-    ["10.10.0.300", "10.10.0", "010.10.0.1", "host.example", "fd00::zz", "fd00:::1", "\0\0\0",
-     "10.10.0.1\x0b", '1"2'],
-)  # fmt: skip
+    [
+        "10.10.0.300",
+        "10.10.0",
+        "010.10.0.1",
+        "host.example",
+        "fd00::zz",
+        "fd00:::1",
+        "\0\0\0",
+        "10.10.0.1\x0b",
+        '1"2',
+    ],
+)
 def test_a_row_whose_address_is_not_an_ip_address_is_a_bad_row(capsys, tstat_root, bad):
     root = tstat_root("full")
     log = root / "2026_11_24_19_22.out/log_tcp_complete"
@@ -418,8 +563,12 @@ def test_unusual_but_valid_addresses_are_sent_as_written(data_dir):
     names, fields = real_row(data_dir, "full", "2026_11_24_19_22.out/log_tcp_complete", 2)
     conv = compile_converter("tcp", names, OPTS)
     c_ip, s_ip = names.index("c_ip"), names.index("s_ip")
-    for c, s in [("::ffff:10.10.0.1", "::ffff:10.20.2.2"), ("FD00:10::2", "fd00:20:1::1"),
-                 ("fe80::1%eth0", "fe80::2"), ("10.10.0.1", "fd00::1")]:  # fmt: skip
+    for c, s in [
+        ("::ffff:10.10.0.1", "::ffff:10.20.2.2"),
+        ("FD00:10::2", "fd00:20:1::1"),
+        ("fe80::1%eth0", "fe80::2"),
+        ("10.10.0.1", "fd00::1"),
+    ]:
         fields[c_ip], fields[s_ip] = c, s
         objs = conv.convert(fields)
         assert (objs[0]["meta"]["src_ip"], objs[0]["meta"]["dst_ip"]) == (c, s)
@@ -432,8 +581,10 @@ def test_unusual_but_valid_addresses_are_sent_as_written(data_dir):
 @settings(max_examples=300, deadline=None)
 @given(c=_ADDRESSES, s=_ADDRESSES, protocol=st.sampled_from(["tcp", "udp"]))
 def test_fast_path_and_reference_agree_on_any_address(data_dir, c, s, protocol):
-    rel = {"tcp": "2026_11_24_19_22.out/log_tcp_complete",
-           "udp": "2026_11_24_19_24.out/log_udp_complete"}[protocol]  # fmt: skip
+    rel = {
+        "tcp": "2026_11_24_19_22.out/log_tcp_complete",
+        "udp": "2026_11_24_19_24.out/log_udp_complete",
+    }[protocol]
     names, fields = real_row(data_dir, "full", rel, 3)
     conv = compile_converter(protocol, names, OPTS)
     fields[conv.columns["c_ip"]], fields[conv.columns["s_ip"]] = c, s

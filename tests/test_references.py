@@ -14,9 +14,18 @@ from helpers import by_hand_tcp, by_hand_udp, jsonl_objects, ms, raw_rows
 
 from tstat_transport.cli import send_main
 
-CORE_TCP = ["duration", "num_bits", "num_packets", "bits_per_second", "packets_per_second",
-            "tcp_rexmit_bytes", "tcp_rexmit_pkts", "tcp_rexmit_rate", "tcp_syn_cnt",
-            "tcp_out_seq_pkts"]  # fmt: skip
+CORE_TCP = [
+    "duration",
+    "num_bits",
+    "num_packets",
+    "bits_per_second",
+    "packets_per_second",
+    "tcp_rexmit_bytes",
+    "tcp_rexmit_pkts",
+    "tcp_rexmit_rate",
+    "tcp_syn_cnt",
+    "tcp_out_seq_pkts",
+]
 UDP = ["duration", "num_bits", "num_packets", "bits_per_second", "packets_per_second"]
 
 # Real flows of the capture, by client address and port: an HTTP GET (IPv4), one over
@@ -32,9 +41,13 @@ def sent_objects(capsys, root: Path) -> list[dict]:
 
 
 def find(objs: list[dict], protocol: str, src: tuple[str, int], dst: tuple[str, int]) -> dict:
-    found = [o for o in objs if o["meta"]["protocol"] == protocol
-             and (o["meta"]["src_ip"], o["meta"]["src_port"]) == src
-             and (o["meta"]["dst_ip"], o["meta"]["dst_port"]) == dst]  # fmt: skip
+    found = [
+        o
+        for o in objs
+        if o["meta"]["protocol"] == protocol
+        and (o["meta"]["src_ip"], o["meta"]["src_port"]) == src
+        and (o["meta"]["dst_ip"], o["meta"]["dst_port"]) == dst
+    ]
     assert len(found) == 1, (protocol, src, dst, len(found))
     return found[0]
 

@@ -21,10 +21,18 @@ from tstat_transport.sender import Sender
 from tstat_transport.state import PROCESSED_NAME, STATE_NAME
 
 REPO = Path(__file__).resolve().parents[1]
-FULL_DIRS = ["2026_11_24_19_18.out", "2026_11_24_19_20.out", "2026_11_24_19_22.out",
-             "2026_11_24_19_24.out"]  # fmt: skip
-FULL_OBJECTS = {"2026_11_24_19_18.out": 506, "2026_11_24_19_20.out": 490,
-                "2026_11_24_19_22.out": 634, "2026_11_24_19_24.out": 368}  # fmt: skip
+FULL_DIRS = [
+    "2026_11_24_19_18.out",
+    "2026_11_24_19_20.out",
+    "2026_11_24_19_22.out",
+    "2026_11_24_19_24.out",
+]
+FULL_OBJECTS = {
+    "2026_11_24_19_18.out": 506,
+    "2026_11_24_19_20.out": 490,
+    "2026_11_24_19_22.out": 634,
+    "2026_11_24_19_24.out": 368,
+}
 
 
 def snapshot(root: Path) -> dict[str, int]:
@@ -50,8 +58,9 @@ def test_no_transport_prints_every_variant(capsys, data_dir, variant, objects):
     code, objs, err = send_n(capsys, "--include-newest", "-d", str(data_dir / variant))
     assert code == 0, err
     assert len(objs) == objects
-    assert all(o["meta"]["sensor_id"] == "testsensor" and o["meta"]["flow_type"] == "tstat"
-               for o in objs)  # fmt: skip
+    assert all(
+        o["meta"]["sensor_id"] == "testsensor" and o["meta"]["flow_type"] == "tstat" for o in objs
+    )
     assert snapshot(data_dir / variant) == before
 
 
@@ -95,8 +104,22 @@ def test_single_stops_after_first_directory_with_data(capsys, tstat_root):
 def test_pretty_prints_each_message_as_065_did(capsys, data_dir):
     code, compact, _ = send_n(capsys, "--include-newest", "-d", str(data_dir / "full"))
     assert code == 0
-    assert send_main(["-N", "-T", "0", "-S", "testsensor", "--pretty", "--include-newest",
-                      "-d", str(data_dir / "full")]) == 0  # fmt: skip
+    assert (
+        send_main(
+            [
+                "-N",
+                "-T",
+                "0",
+                "-S",
+                "testsensor",
+                "--pretty",
+                "--include-newest",
+                "-d",
+                str(data_dir / "full"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     decoder, pos, messages = json.JSONDecoder(), 0, []
     while pos < len(out):
@@ -110,10 +133,20 @@ def test_pretty_prints_each_message_as_065_did(capsys, data_dir):
 
 def test_subprocess_bin_script(data_dir):
     out = subprocess.run(
-        [sys.executable, str(REPO / "bin/tstat_send"), "-N", "-T", "1000", "--include-newest",
-         "-d", str(data_dir / "full")],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "bin/tstat_send"),
+            "-N",
+            "-T",
+            "1000",
+            "--include-newest",
+            "-d",
+            str(data_dir / "full"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert out.returncode == 0, out.stderr
     objs = jsonl_objects(out.stdout)
     # Flows of at least 1000 MB in one direction: the bulk transfers of the capture.

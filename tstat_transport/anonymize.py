@@ -216,8 +216,11 @@ def _read_key(config: ConfigFile, where: str) -> tuple[bytes, str]:
             raise ConfigError(f"{where} key_file = {key_file!r}: {exc.strerror}") from None
         if mode & 0o077:
             # Whoever reads the key can undo the pseudonyms: say so, as ssh does.
-            log.warning("%s key_file %s can be read by other users than its owner "
-                        "(chmod 600 it)", where, key_file)  # fmt: skip
+            log.warning(
+                "%s key_file %s can be read by other users than its owner (chmod 600 it)",
+                where,
+                key_file,
+            )
         source = f"key_file = {key_file!r}"
     else:
         data, source = key_text.encode("latin-1"), "key"

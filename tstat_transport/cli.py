@@ -198,9 +198,9 @@ def _stop_writing_stdout() -> None:
     does not print its own error (Python's documented recipe for SIGPIPE)."""
     if sys.stdout is not sys.__stdout__:  # in-process (tests): not ours to redirect
         return
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout may be None
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, sys.stdout.fileno())  # type: ignore[union-attr]
         os.close(devnull)
 
 
@@ -212,7 +212,7 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     return EXIT_INTERRUPTED
 
 
-def build_send_parser() -> argparse.ArgumentParser:
+def build_send_parser() -> _Parser:
     p = _Parser(
         prog="tstat_send",
         description="Send the flows of complete Tstat output directories to an archive, "
@@ -522,7 +522,7 @@ def _count(text: str) -> int:
     return value
 
 
-def build_cull_parser() -> argparse.ArgumentParser:
+def build_cull_parser() -> _Parser:
     parser = _Parser(
         prog="tstat_cull",
         description="Remove Tstat output directories that tstat_send marked processed "

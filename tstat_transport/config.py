@@ -66,6 +66,13 @@ class Settings:
         return self.threshold_mb * 8_000_000
 
 
+class _KeyKeepingParser(configparser.ConfigParser):
+    """Keeps keys as written (`x-queue-type` and friends); configparser lowercases them."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 class ConfigFile:
     """An INI file read without configparser's own interpolation.
 
@@ -76,8 +83,7 @@ class ConfigFile:
     def __init__(self, path: Path | None, environ: Mapping[str, str] | None = None):
         self.path = path
         self.environ = os.environ if environ is None else environ
-        self._parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
-        self._parser.optionxform = str  # keep `x-queue-type` and friends as written
+        self._parser = _KeyKeepingParser(interpolation=None, default_section="\0none")
         self._lines: dict[tuple[str, str], int] = {}  # (section, key) -> line number
         if path is not None:
             try:

@@ -185,7 +185,7 @@ def remove_entry(path: Path) -> list[str]:
 
 def describe(candidate: Candidate) -> str:
     """Why and how much: `marker 50.0 h old, 189624 bytes`."""
-    if candidate.leftover:
+    if candidate.age is None:  # a leftover of an earlier run
         return f"left by an earlier run, {candidate.size} bytes"
     return f"marker {candidate.age / 3600:.1f} h old, {candidate.size} bytes"
 

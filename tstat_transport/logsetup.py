@@ -13,7 +13,7 @@ LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time of each record (tests swap it)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):
         return sys.stderr
 

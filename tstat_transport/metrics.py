@@ -58,8 +58,13 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(stats: RunStats, exit_code: int, backlog: Backlog, labels: dict[str, str],
-           last_success: float | None) -> str:  # fmt: skip
+def render(
+    stats: RunStats,
+    exit_code: int,
+    backlog: Backlog,
+    labels: dict[str, str],
+    last_success: float | None,
+) -> str:
     label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
     lines: list[str] = []
 
@@ -71,12 +76,19 @@ def render(stats: RunStats, exit_code: int, backlog: Backlog, labels: dict[str, 
     finished = stats.finished or time.time()
     metric("last_run_timestamp_seconds", "gauge", "When the last run ended.", finished)
     if last_success is not None:
-        metric("last_success_timestamp_seconds", "gauge",
-               "When the last run that exited 0 ended.", last_success)  # fmt: skip
-    metric("exit_status", "gauge", "Exit code of the last run (0 ok, 1 failed, 2 usage, "
-           "75 temporary).", exit_code)  # fmt: skip
-    metric("run_duration_seconds", "gauge", "How long the last run took.",
-           finished - stats.started)  # fmt: skip
+        metric(
+            "last_success_timestamp_seconds",
+            "gauge",
+            "When the last run that exited 0 ended.",
+            last_success,
+        )
+    metric(
+        "exit_status",
+        "gauge",
+        "Exit code of the last run (0 ok, 1 failed, 2 usage, 75 temporary).",
+        exit_code,
+    )
+    metric("run_duration_seconds", "gauge", "How long the last run took.", finished - stats.started)
     counters = (
         ("directories_done", stats.dirs_done, "Directories delivered and marked by the last run."),
         ("directories_failed", stats.dirs_failed, "Directories the last run could not deliver."),
@@ -88,11 +100,18 @@ def render(stats: RunStats, exit_code: int, backlog: Backlog, labels: dict[str, 
     )
     for name, value, help_text in counters:
         metric(f"last_run_{name}", "gauge", help_text, value)
-    metric("backlog_directories", "gauge",
-           "Complete Tstat directories not yet delivered.", backlog.directories)  # fmt: skip
-    metric("backlog_oldest_age_seconds", "gauge",
-           "Age of the oldest complete directory not yet delivered (0 if none).",
-           backlog.oldest_age_seconds)  # fmt: skip
+    metric(
+        "backlog_directories",
+        "gauge",
+        "Complete Tstat directories not yet delivered.",
+        backlog.directories,
+    )
+    metric(
+        "backlog_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest complete directory not yet delivered (0 if none).",
+        backlog.oldest_age_seconds,
+    )
     metric(
         "directories_seen",
         "gauge",
@@ -133,8 +152,11 @@ def _read_previous(path: Path) -> str | None:
             log.warning("%s: previous metrics not read (%s)", path, exc.strerror or exc)
             return None
     if len(data) > MAX_PREVIOUS_BYTES:
-        log.warning("%s: previous metrics not read: over %d bytes, not a file tstat_send "
-                    "wrote", path, MAX_PREVIOUS_BYTES)  # fmt: skip
+        log.warning(
+            "%s: previous metrics not read: over %d bytes, not a file tstat_send wrote",
+            path,
+            MAX_PREVIOUS_BYTES,
+        )
         return None
     # The line looked for is ASCII; bytes another program left around it do not matter.
     return data.decode("ascii", errors="replace")

@@ -20,11 +20,11 @@ def _due_bytes(found: Scan) -> tuple[int, int]:
     for directory in due:
         for name, _ in LOGS:
             try:
-                found = locate_log(directory.path, name)
+                located = locate_log(directory.path, name)
             except (OSError, LogFormatError):
                 continue
-            if found is not None:
-                size += found[1] or 0  # a .gz counts uncompressed bytes: not known up front
+            if located is not None:
+                size += located[1] or 0  # a .gz counts uncompressed bytes: not known up front
     return len(due), size
 
 
@@ -54,8 +54,10 @@ class ProgressLine:
             left = (self.bytes_total - log_bytes) * elapsed / log_bytes
             eta = f" ETA {int(left // 60):d}:{int(left % 60):02d}"
         done = stats.dirs_done + stats.dirs_failed + 1
-        line = (f"{directory} ({done}/{self.dirs_total}) rows={rows} "
-                f"{rate:,.0f} rows/s messages={stats.messages}{eta}")  # fmt: skip
+        line = (
+            f"{directory} ({done}/{self.dirs_total}) rows={rows} "
+            f"{rate:,.0f} rows/s messages={stats.messages}{eta}"
+        )
         self.stream.write("\r" + line[:150].ljust(80))
         self.stream.flush()
         self.drawn = True

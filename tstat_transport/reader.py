@@ -63,8 +63,12 @@ class Position:
     header_offset: int = 0
 
     def to_json(self) -> dict[str, int]:
-        return {"offset": self.offset, "line": self.line, "skip": self.skip,
-                "header_offset": self.header_offset}  # fmt: skip
+        return {
+            "offset": self.offset,
+            "line": self.line,
+            "skip": self.skip,
+            "header_offset": self.header_offset,
+        }
 
     @classmethod
     def from_json(cls, obj: object) -> Position | None:
@@ -156,8 +160,12 @@ class LogFile:
             return None
         replaced = finite_or_none(objects)
         if replaced:
-            log.warning("%s:%d: %d NaN/Infinity value(s) sent as null (JSON has neither)",
-                        self.path, line_no, replaced)  # fmt: skip
+            log.warning(
+                "%s:%d: %d NaN/Infinity value(s) sent as null (JSON has neither)",
+                self.path,
+                line_no,
+                replaced,
+            )
         return [_dumps(obj) for obj in objects]
 
     def _header_at(self, f: io.BufferedIOBase, offset: int) -> RowConverter:
@@ -199,9 +207,12 @@ class LogFile:
         # holds were sent, but the file is never taken as complete.
         self.stats.incomplete_tail = True
         if self.complete:
-            log.warning("%s: the compressed data ends early (truncated gzip stream): the rows "
-                        "before line %d were read, the directory is not marked processed",
-                        self.path, (self.end or self.start).line)  # fmt: skip
+            log.warning(
+                "%s: the compressed data ends early (truncated gzip stream): the rows "
+                "before line %d were read, the directory is not marked processed",
+                self.path,
+                (self.end or self.start).line,
+            )
 
     def _begin(self, f: io.BufferedIOBase) -> tuple[RowConverter, int, int, int] | None:
         """Read the header at the start of the file: (converter, header offset, offset, line)."""
@@ -216,8 +227,9 @@ class LogFile:
             return conv, 0, len(first), 2
         self.end = Position()
         if len(first) >= MAX_LINE_BYTES:
-            raise LogFormatError(f"{self.path}:1: first line longer than {MAX_LINE_BYTES} "
-                                 "bytes: not a Tstat header")  # fmt: skip
+            raise LogFormatError(
+                f"{self.path}:1: first line longer than {MAX_LINE_BYTES} bytes: not a Tstat header"
+            )
         if not first or getattr(f, "truncated", False):
             return None  # 0 bytes: Tstat has not flushed anything yet
         if self.complete:
@@ -257,8 +269,13 @@ class LogFile:
         except LogFormatError as exc:
             raise LogFormatError(f"{self.path}:{line_no}: {exc}") from None
         if conv.ncols != ncols:
-            log.warning("%s:%d: a new header (%d columns) replaces the old one (%d)",
-                        self.path, line_no, conv.ncols, ncols)  # fmt: skip
+            log.warning(
+                "%s:%d: a new header (%d columns) replaces the old one (%d)",
+                self.path,
+                line_no,
+                conv.ncols,
+                ncols,
+            )
         else:
             log.info("%s:%d: header repeated (Tstat restarted?)", self.path, line_no)
         self.stats.headers += 1
@@ -275,8 +292,9 @@ class LogFile:
         if len(raw) == MAX_LINE_BYTES:
             length = _skip_line(f.readline, len(raw))
             if length:
-                self._bad(line_no, f"line of {length} bytes, longer than the limit of "
-                                   f"{MAX_LINE_BYTES}")  # fmt: skip
+                self._bad(
+                    line_no, f"line of {length} bytes, longer than the limit of {MAX_LINE_BYTES}"
+                )
                 return length
         if self.complete and not getattr(f, "truncated", False):
             self._bad(line_no, "last line is cut short (no newline at end of file)")
@@ -501,8 +519,9 @@ def locate_log(directory: Path, name: str) -> tuple[Path, int | None] | None:
             continue
         found.append((candidate, None if is_compressed(candidate) else st.st_size))
     if len(found) > 1:
-        raise LogFormatError(f"{directory}: both {name} and {name}.gz exist: neither is sent "
-                             "until one is removed")  # fmt: skip
+        raise LogFormatError(
+            f"{directory}: both {name} and {name}.gz exist: neither is sent until one is removed"
+        )
     return found[0] if found else None
 
 

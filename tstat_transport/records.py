@@ -98,13 +98,32 @@ TCP_EXTRA = (
 )
 
 TCP_REQUIRED = (
-    "c_ip", "c_port", "s_ip", "s_port", "first", "last", "durat",
-    "c_bytes_uniq", "s_bytes_uniq", "c_pkts_data", "s_pkts_data",
-)  # fmt: skip
+    "c_ip",
+    "c_port",
+    "s_ip",
+    "s_port",
+    "first",
+    "last",
+    "durat",
+    "c_bytes_uniq",
+    "s_bytes_uniq",
+    "c_pkts_data",
+    "s_pkts_data",
+)
 UDP_REQUIRED = (
-    "c_ip", "c_port", "s_ip", "s_port", "c_first_abs", "s_first_abs", "c_durat", "s_durat",
-    "c_bytes_all", "s_bytes_all", "c_pkts_all", "s_pkts_all",
-)  # fmt: skip
+    "c_ip",
+    "c_port",
+    "s_ip",
+    "s_port",
+    "c_first_abs",
+    "s_first_abs",
+    "c_durat",
+    "s_durat",
+    "c_bytes_all",
+    "s_bytes_all",
+    "c_pkts_all",
+    "s_pkts_all",
+)
 
 # Which columns a converter reads, with their kind: used to explain a bad row.
 _KINDS = {
@@ -182,9 +201,10 @@ def _field_columns(fld: Field, prefix: str) -> list[str]:
 def tcp_fields(index: dict[str, int]) -> list[Field]:
     """The fields of TCP_EXTRA this header has every column of."""
     return [
-        fld for fld in TCP_EXTRA
+        fld
+        for fld in TCP_EXTRA
         if all(c in index for p in ("c_", "s_") for c in _field_columns(fld, p))
-    ]  # fmt: skip
+    ]
 
 
 class Reference:
@@ -249,8 +269,16 @@ class Reference:
                 values = self._rates(seconds, bits[d], packets, seconds != 0)
                 start = int(round(float(f[self.first_abs[d]]), 3) / 1000)
                 end = int(start + values["duration"])
-            out.append({"type": "flow", "interval": 600, "values": values,
-                        "meta": self._meta(ips, ports, d), "start": start, "end": end})  # fmt: skip
+            out.append(
+                {
+                    "type": "flow",
+                    "interval": 600,
+                    "values": values,
+                    "meta": self._meta(ips, ports, d),
+                    "start": start,
+                    "end": end,
+                }
+            )
         return out
 
     @staticmethod
@@ -279,9 +307,16 @@ class Reference:
         return values
 
     def _meta(self, ips: list[str], ports: tuple[int, int], d: int) -> dict[str, Any]:
-        meta = {"src_ip": ips[d], "src_port": ports[d], "dst_ip": ips[1 - d],
-                "dst_port": ports[1 - d], "protocol": self.protocol, "sensor_id": self.sensor,
-                "instance_id": self.instance, "flow_type": "tstat"}  # fmt: skip
+        meta = {
+            "src_ip": ips[d],
+            "src_port": ports[d],
+            "dst_ip": ips[1 - d],
+            "dst_port": ports[1 - d],
+            "protocol": self.protocol,
+            "sensor_id": self.sensor,
+            "instance_id": self.instance,
+            "flow_type": "tstat",
+        }
         if self.anonymize is not None:
             meta["anonymization"] = self.anonymize.label
         return meta

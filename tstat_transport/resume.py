@@ -129,44 +129,65 @@ class DirectoryState:
             self._load()
 
     def _options_json(self, options: Options) -> dict[str, Any]:
-        return {"threshold_bits": options.threshold_bits, "sensor": options.sensor,
-                "instance": options.instance, "transport": self.destination}  # fmt: skip
+        return {
+            "threshold_bits": options.threshold_bits,
+            "sensor": options.sensor,
+            "instance": options.instance,
+            "transport": self.destination,
+        }
 
     def _load(self) -> None:
         data = read_json(self.path)
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
             if data is not None:
-                log.warning("%s: state file of an unknown version, sending the directory "
-                            "from the start", self.path)  # fmt: skip
+                log.warning(
+                    "%s: state file of an unknown version, sending the directory from the start",
+                    self.path,
+                )
             return
         recorded = data.get("options") or {}
         files = data.get("files") or {}
         if recorded.get("transport") != self.destination:
             log.warning(
                 "%s: progress was recorded for transport %r, this run uses %r: sending "
-                "the whole directory through %r", self.directory, recorded.get("transport"),
-                self.destination, self.destination,
-            )  # fmt: skip
+                "the whole directory through %r",
+                self.directory,
+                recorded.get("transport"),
+                self.destination,
+                self.destination,
+            )
             return
         wanted = self._options_json(self.options)
         if recorded != wanted:
             try:
                 # Anonymisation is not in the state (it must never hold a key): the
                 # rest of the directory gets this run's.
-                old = Options(float(recorded["threshold_bits"]), str(recorded["sensor"]),
-                              recorded["instance"], self.options.anonymize)  # fmt: skip
+                old = Options(
+                    float(recorded["threshold_bits"]),
+                    str(recorded["sensor"]),
+                    recorded["instance"],
+                    self.options.anonymize,
+                )
             except (KeyError, TypeError, ValueError):
-                log.warning("%s: unreadable options in state file, sending the directory "
-                            "from the start", self.path)  # fmt: skip
+                log.warning(
+                    "%s: unreadable options in state file, sending the directory from the start",
+                    self.path,
+                )
                 return
-            changed = ", ".join(_describe_change(k, recorded.get(k), wanted[k]) for k in wanted
-                                if recorded.get(k) != wanted[k])  # fmt: skip
+            changed = ", ".join(
+                _describe_change(k, recorded.get(k), wanted[k])
+                for k in wanted
+                if recorded.get(k) != wanted[k]
+            )
             # Its first part already went out with the old options; finishing it with
             # them keeps its chunks (and message ids) consistent: nothing lost, no
             # duplicates. New directories use the new options.
-            log.warning("%s: options changed since this directory was started (%s); "
-                        "finishing it with the options it was started with",
-                        self.directory, changed)  # fmt: skip
+            log.warning(
+                "%s: options changed since this directory was started (%s); "
+                "finishing it with the options it was started with",
+                self.directory,
+                changed,
+            )
             self.options = old
         if not isinstance(files, dict):
             log.warning(
@@ -280,9 +301,13 @@ class DirectoryState:
             if prints is not None:
                 entry.update(prints)
         self._unprinted.clear()
-        data = {"version": STATE_VERSION, "tool": f"tstat_transport {__version__}",
-                "options": self._options_json(self.options), "files": self.files,
-                "updated": int(time.time())}  # fmt: skip
+        data = {
+            "version": STATE_VERSION,
+            "tool": f"tstat_transport {__version__}",
+            "options": self._options_json(self.options),
+            "files": self.files,
+            "updated": int(time.time()),
+        }
         write_json_atomic(self.path, data, durable=durable)
         self.dirty = False
 

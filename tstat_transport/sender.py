@@ -78,8 +78,10 @@ def check_ids(sensor: str, instance: str | int, sensor_is_default: bool = False)
     Raises ConfigError naming the option and the limit.
     """
     default = " (this host's name)" if sensor_is_default else ""
-    values = ((f"-S/--sensor {sensor!r}{default}", sensor), (f"-I/--instance {instance!r}",
-              str(instance)))  # fmt: skip
+    values = (
+        (f"-S/--sensor {sensor!r}{default}", sensor),
+        (f"-I/--instance {instance!r}", str(instance)),
+    )
     for shown, value in values:
         if any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise ConfigError(
@@ -177,8 +179,12 @@ class Sender:
         self.settings = settings
         self.transport = transport
         self.stats = stats or RunStats()
-        self.options = Options(settings.threshold_bits, settings.sensor or default_sensor(),
-                               settings.instance, settings.anonymize)  # fmt: skip
+        self.options = Options(
+            settings.threshold_bits,
+            settings.sensor or default_sensor(),
+            settings.instance,
+            settings.anonymize,
+        )
         self.tracking = transport.marks_processed
         self._pending: deque[_Pending] = deque()
         self._state: DirectoryState | None = None
@@ -290,6 +296,13 @@ class Sender:
                 self._send_log(record, log_name, protocol, outcome)
             self.transport.flush()
             self._checkpoint()
+            if self._pending:
+                # flush() promises every message confirmed; a transport that returns
+                # without must not get the directory marked.
+                raise TransportError(
+                    f"{directory}: the {self.transport.name} transport returned from flush "
+                    f"with {len(self._pending)} message(s) unconfirmed: not marked processed"
+                )
         except (TransportError, StateError, KeyboardInterrupt) as exc:
             if not isinstance(exc, KeyboardInterrupt):
                 self.stats.dirs_failed += 1
@@ -390,9 +403,16 @@ class Sender:
             state.remove()
         self.stats.dirs_done += 1
         sent, rows = outcome.sent, counts["rows"]
-        log.info("%s: done, %d message%s, %d row%s (%d bad) in %.1fs", record.path,
-                 sent, "" if sent == 1 else "s", rows, "" if rows == 1 else "s",
-                 counts["bad_rows"], time.time() - started)  # fmt: skip
+        log.info(
+            "%s: done, %d message%s, %d row%s (%d bad) in %.1fs",
+            record.path,
+            sent,
+            "" if sent == 1 else "s",
+            rows,
+            "" if rows == 1 else "s",
+            counts["bad_rows"],
+            time.time() - started,
+        )
         return outcome.sent
 
     def _send_file(
@@ -427,13 +447,19 @@ class Sender:
                 resume.bad_rows + file_stats.bad_rows,
             )
             message = Message(
-                body=body, count=count, message_id=f"{prefix}{number}",
+                body=body,
+                count=count,
+                message_id=f"{prefix}{number}",
                 timestamp=int(time.time()),
-                headers={"tstat_directory": directory, "tstat_log": log_name,
-                         "chunk": number, "flows": count,
-                         "format_version": FORMAT_VERSION},  # fmt: skip
+                headers={
+                    "tstat_directory": directory,
+                    "tstat_log": log_name,
+                    "chunk": number,
+                    "flows": count,
+                    "format_version": FORMAT_VERSION,
+                },
                 token=token,
-            )  # fmt: skip
+            )
             pending.append(token)
             transport.publish(message)
             number += 1

@@ -50,8 +50,10 @@ def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
     if os.path.islink(path):
         # The rename below would replace the link, not write through it; but a link
         # where our own file belongs was put there by someone else: leave it to them.
-        raise StateError(f"cannot write {path}: it is a symbolic link (not written through; "
-                         "remove it if it should not be there)")  # fmt: skip
+        raise StateError(
+            f"cannot write {path}: it is a symbolic link (not written through; "
+            "remove it if it should not be there)"
+        )
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -72,6 +72,14 @@ MUTATIONS = [
         (P + "test_failed_final_flush_leaves_the_directory_unmarked",),
     ),
     Mutation(
+        "flush-trusted-blindly",
+        "a directory is marked .processed only after every message is confirmed",
+        "tstat_transport/sender.py",
+        "            if self._pending:\n",
+        "            if False:\n",
+        (P + "test_a_flush_that_leaves_a_message_unconfirmed_marks_nothing",),
+    ),
+    Mutation(
         "progress-out-of-order",
         "the state records the position after the last message confirmed in order",
         "tstat_transport/sender.py",
@@ -387,10 +395,16 @@ MUTATIONS = [
 
 def scratch_copy(dest: Path) -> None:
     """The repository's files as they are now (tracked, and new ones not ignored)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = REPO / name
         if source.is_file():  # a file deleted but not yet committed is skipped
@@ -402,11 +416,22 @@ def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int |
     """pytest's exit code (None on timeout), the tests it reports failed, and the tail
     of its output."""
     env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly",
-           "-p", "no:cacheprovider", *tests]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-x",
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:cacheprovider",
+        *tests,
+    ]
     try:
-        done = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True,
-                              timeout=timeout)  # fmt: skip
+        done = subprocess.run(
+            cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return None, "", ""
     failed = [x for x in done.stdout.splitlines() if x.startswith(("FAILED ", "ERROR tests"))]
@@ -447,17 +472,22 @@ def main(argv: list[str] | None = None) -> int:
         # The scratch copy's code is the one the tests import (not an installed one).
         found = subprocess.run(
             [sys.executable, "-c", "import tstat_transport; print(tstat_transport.__file__)"],
-            cwd=copy, env={**os.environ, "PYTHONPATH": str(copy)}, capture_output=True,
-            text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+            cwd=copy,
+            env={**os.environ, "PYTHONPATH": str(copy)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         if not Path(found).resolve().is_relative_to(copy.resolve()):
             print(f"mutation: the tests would import {found}, not the copy", file=sys.stderr)
             return 2
         for m in chosen:
             original = apply(copy, m)
             if original is None:
-                problems.append(f"{m.id}: {m.file} no longer holds its original code "
-                                f"{m.count} time(s): update the snippet in {__file__}")  # fmt: skip
+                problems.append(
+                    f"{m.id}: {m.file} no longer holds its original code "
+                    f"{m.count} time(s): update the snippet in {__file__}"
+                )
             else:
                 (copy / m.file).write_text(original)
         if problems:
@@ -466,8 +496,11 @@ def main(argv: list[str] | None = None) -> int:
         tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
         started = time.monotonic()
         code, _, tail = run_tests(copy, tests, args.timeout)
-        print(f"intact code: pytest exit {code} in {time.monotonic() - started:.0f}s "
-              f"({len(tests)} tests)", flush=True)  # fmt: skip
+        print(
+            f"intact code: pytest exit {code} in {time.monotonic() - started:.0f}s "
+            f"({len(tests)} tests)",
+            flush=True,
+        )
         if code != 0:
             print(tail, file=sys.stderr)
             return 1

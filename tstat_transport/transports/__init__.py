@@ -29,7 +29,7 @@ def _plugins() -> dict[str, str]:
     try:
         eps = entry_points(group="tstat_transport.transports")
     except TypeError:  # Python < 3.10
-        eps = entry_points().get("tstat_transport.transports", [])  # type: ignore[attr-defined]
+        eps = entry_points().get("tstat_transport.transports", [])  # type: ignore[arg-type]
     return {ep.name: ep.value for ep in eps}
 
 

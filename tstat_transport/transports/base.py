@@ -86,7 +86,7 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def flush(self) -> None: ...
 
-    def poll(self) -> None:
+    def poll(self) -> None:  # noqa: B027 (an optional hook: doing nothing is right)
         """Service the connection while the sender reads without publishing.
 
         Called by the sender at least every few seconds while it reads rows that

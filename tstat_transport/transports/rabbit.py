@@ -451,6 +451,7 @@ class RabbitTransport(Transport):
         here. It uses pika internals, hence the version bound in pyproject.toml.
         """
         conn, number, body = self._conn, self._channel.channel_number, message.body
+        assert conn is not None, "publishing needs an open connection"
         if self._publish_frame is None:
             self._publish_frame = pika.frame.Method(
                 number,
@@ -501,7 +502,10 @@ class RabbitTransport(Transport):
                 self._fail(self._confirm_timeout_error())
             if self._retries:
                 deadline = min(deadline, self._retries[0][0])
-            self._drive(lambda seen=self._events: self._events != seen, deadline)
+            self._drive(self._something_happened_since(self._events), deadline)
+
+    def _something_happened_since(self, seen: int) -> Callable[[], bool]:
+        return lambda: self._events != seen
 
     def _confirm_deadline(self) -> float:
         if not self._tracker or self._blocked:

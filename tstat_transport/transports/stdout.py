@@ -36,20 +36,26 @@ class StdoutTransport(Transport):
         if self._stream is None:
             self._stream = sys.stdout.buffer
 
+    def _out(self) -> BinaryIO:
+        if self._stream is None:
+            raise RuntimeError("stdout transport used before open()")
+        return self._stream
+
     def publish(self, message: Message) -> None:
         body = message.body
         if self.pretty:
             body = json.dumps(json.loads(body), indent=4).encode()
         try:
-            self._stream.write(body)
-            self._stream.write(b"\n")
+            out = self._out()
+            out.write(body)
+            out.write(b"\n")
         except BrokenPipeError:
             raise OutputClosed("standard output was closed (broken pipe)") from None
         self.on_confirm(message)
 
     def flush(self) -> None:
         try:
-            self._stream.flush()
+            self._out().flush()
         except BrokenPipeError:
             raise OutputClosed("standard output was closed (broken pipe)") from None
 

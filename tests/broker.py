@@ -636,15 +636,24 @@ class PrivateNode:
             pika.ConnectionParameters(self.host, self.port, connection_attempts=1)
         )
 
+    def drain(self, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
+        """Every message left in `queue` (with its properties); the queue is deleted."""
+        with self.connect() as conn:
+            channel = conn.channel()
+            arrived = []
+            while True:
+                method, props, body = channel.basic_get(queue, auto_ack=True)
+                if method is None:
+                    break
+                arrived.append((props, body))
+            channel.queue_delete(queue)
+        return arrived
+
 
 @pytest.fixture(scope="session")
 def private_node() -> Iterator[PrivateNode]:
     """One private node for the session (starting one takes seconds), stopped at the end."""
-    if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
-        message = "a private RabbitMQ node needs rabbitmq-server (apt install rabbitmq-server)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    _needs_rabbitmq_server()
     # Not under pytest's tmp_path: its parents are private to root, and the node runs as
     # the rabbitmq user.
     directory = Path(tempfile.mkdtemp(prefix="tstat-test-node-"))
@@ -654,4 +663,90 @@ def private_node() -> Iterator[PrivateNode]:
         yield node
     finally:
         node.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class Cluster:
+    """Three private nodes joined into one RabbitMQ cluster, for what needs a majority to
+    survive a node: losing a quorum queue's leader mid-run."""
+
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.nodes = [
+            PrivateNode(directory / f"n{i}", f"tstat-test-{tag}-{i}") for i in range(size)
+        ]
+        for node in self.nodes:
+            # Idle schedulers that do not spin: three VMs share 2 cores with the suite.
+            node.env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] = (
+                "+sbwt none +sbwtdcpu none +sbwtdio none"
+            )
+
+    def start(self) -> None:
+        # All at once: each node takes seconds to boot, mostly waiting.
+        for process in [_detached(node) for node in self.nodes]:
+            process.wait(timeout=60)
+        for node in self.nodes:
+            node.await_startup()
+        seed = self.nodes[0].name
+        for node in self.nodes[1:]:  # one at a time: joins to one seed do not overlap
+            for args in (("stop_app",), ("join_cluster", seed), ("start_app",)):
+                done = node.ctl(*args)
+                if done.returncode != 0:
+                    raise RuntimeError(f"{node.name}: rabbitmqctl {' '.join(args)}: {done.stderr}")
+
+    def node(self, name: str) -> PrivateNode:
+        return next(node for node in self.nodes if node.name == name)
+
+    def running(self) -> list[PrivateNode]:
+        return [node for node in self.nodes if node.ctl("ping", timeout=30).returncode == 0]
+
+    def leader(self, queue: str) -> PrivateNode:
+        """The node that holds the quorum queue's leader, asked of a running node."""
+        listing = self.running()[0].ctl("list_queues", "name", "leader", "--no-table-headers")
+        for line in listing.stdout.splitlines():
+            name, _, leader = line.partition("\t")
+            if name == queue:
+                return self.node(leader.strip())
+        raise RuntimeError(f"queue {queue} not found: {listing.stdout!r} {listing.stderr!r}")
+
+    def stop(self) -> None:
+        stopping = [
+            subprocess.Popen(["rabbitmqctl", "-q", "-n", node.name, "stop"], env=node.env)
+            for node in self.nodes
+        ]
+        for process in stopping:
+            process.wait(timeout=120)
+
+
+def _detached(node: PrivateNode) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["rabbitmq-server", "-detached"],
+        env=node.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _needs_rabbitmq_server() -> None:
+    if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
+        message = "private RabbitMQ nodes need rabbitmq-server (apt install rabbitmq-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A 3-node cluster for the session (about 15 s to start on 2 cores), stopped at the
+    end, even when starting it failed half way."""
+    _needs_rabbitmq_server()
+    # Readable by the rabbitmq user, as for private_node.
+    directory = Path(tempfile.mkdtemp(prefix="tstat-test-cluster-"))
+    directory.chmod(0o755)
+    nodes = Cluster(directory)
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop()
         shutil.rmtree(directory, ignore_errors=True)

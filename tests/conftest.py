@@ -11,6 +11,7 @@ import pytest
 from broker import (  # noqa: F401 (fixtures)
     broker,
     broker_user,
+    cluster,
     other_ca,
     private_node,
     queue_name,

@@ -1072,15 +1072,7 @@ def test_a_node_restarted_mid_run_is_ridden_through(private_node: PrivateNode, t
     assert restarted.is_set()
     assert "connecting again" in caplog.text
     assert sorted(ids(transport.confirmed)) == sorted(ids(messages))
-    with private_node.connect() as conn:
-        channel = conn.channel()
-        arrived = []
-        while True:
-            method, props, _ = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                break
-            arrived.append(props.message_id)
-        channel.queue_delete(queue)
+    arrived = [props.message_id for props, _ in private_node.drain(queue)]
     assert set(arrived) == set(ids(messages))  # the durable queue kept them through it
     assert len(arrived) - len(messages) <= 8
 

@@ -165,8 +165,8 @@ MUTATIONS = [
         "changed-options-applied-midway",
         "a directory started with other options is finished with the options it was started with",
         "tstat_transport/resume.py",
-        "            self.options = old\n",
-        "            pass\n",
+        "        self.options = old\n",
+        "        pass\n",
         (S + "test_changed_options_finish_the_started_directory_with_the_old_ones",),
     ),
     Mutation(

@@ -140,8 +140,8 @@ MUTATIONS = [
         "message-id-not-deterministic",
         "every message has a deterministic id, the same on every resend",
         "tstat_transport/sender.py",
-        'message_id=f"{prefix}{number}",',
-        'message_id=f"{prefix}{number}:{time.time()}",',
+        'message_id=f"{id_prefix}{token.number}",',
+        'message_id=f"{id_prefix}{token.number}:{time.time()}",',
         (S + "test_failure_mid_directory_resumes_without_loss",),
     ),
     Mutation(

@@ -15,12 +15,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+import pika
 import pytest
 from broker import Broker, Proxy
 from test_delivery import _wait_for
@@ -429,9 +429,19 @@ def as_user(name: str) -> dict:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
-def _python_for(user: str) -> list[str]:
-    """A command line running this checkout's Python code as `user`, who cannot read /root."""
-    env_path = os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]])
+def _python_for(user: str, where: Path) -> list[str]:
+    """A command line running this checkout's Python code as `user`.
+
+    The code, bin/ and pika are copied into `where` (readable by all): the checkout and
+    its venv may sit where `user` cannot go (under /root, or in a 0700 temporary folder).
+    """
+    lib = where / "lib"
+    shutil.copytree(REPO / "bin", where / "bin")
+    shutil.copytree(REPO / "tstat_transport", lib / "tstat_transport")
+    shutil.copytree(Path(pika.__file__).parent, lib / "pika")
+    for path in [lib, *lib.rglob("*"), where / "bin", *(where / "bin").iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    env_path = str(lib)
     for python in (sys.executable, os.path.realpath(sys.executable), "/usr/bin/python3"):
         try:
             probe = subprocess.run(
@@ -463,13 +473,13 @@ def test_a_lock_file_left_by_root_names_the_fix(shared_tmp, data_dir):
     root = shared_tmp / "root"
     shutil.copytree(data_dir / "full", root)
     subprocess.run(["chown", "-R", "nobody:", str(root)], check=True)
-    python = _python_for("nobody")
+    python = _python_for("nobody", shared_tmp)
     command = [*python, "-m", "tstat_transport", "-N", "-T", "0", "-d", str(root)]
     # A root run left the lock behind, 0644 as it creates it: the service user still runs.
     lock = root / LOCK_NAME
     lock.touch(mode=0o644)
     os.chown(lock, 0, 0)
-    cull = [*python, str(REPO / "bin/tstat_cull"), "-d", str(root)]
+    cull = [*python, str(shared_tmp / "bin/tstat_cull"), "-d", str(root)]
     done = subprocess.run(cull, **as_user("nobody"), capture_output=True, text=True, cwd="/")
     assert (done.returncode, done.stderr) == (0, "")
     # A lock file it cannot even read (0600 root): one line with the chown that fixes it.

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, NoReturn, Sequence
+from typing import Callable, Iterator, NoReturn, Sequence
 
 from . import __version__, anonymize
 from .config import DEFAULT_SETTLE_SECONDS, ConfigFile, Settings
@@ -210,6 +210,33 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
         return exc.exit_code
     log.error("interrupted; the next run resumes where this one stopped")
     return EXIT_INTERRUPTED
+
+
+def _run_command(
+    parser: _Parser,
+    argv: Sequence[str] | None,
+    run: Callable[[argparse.Namespace], int],
+    usage_problem: Callable[[argparse.Namespace], str | None] | None = None,
+) -> int:
+    """What both commands do around their work: parse argv, refuse a usage error or a
+    missing root in one line, set up logging, and run with SIGTERM stopping as Ctrl-C does."""
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    problem = usage_problem(args) if usage_problem else None
+    if problem:
+        return _usage_error(parser.prog, problem)
+    problem = _root_problem(args.directory)
+    if problem:
+        return _usage_error(parser.prog, problem, hint=False)
+    # tstat_send has no -q and tstat_cull no -D.
+    setup_logging(
+        verbose=args.verbose,
+        debug=getattr(args, "debug", False),
+        quiet=getattr(args, "quiet", False),
+    )
+    with _sigterm_interrupts():
+        return run(args)
 
 
 def build_send_parser() -> _Parser:
@@ -427,18 +454,13 @@ def check_config(settings: Settings) -> int:
 
 def send_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of tstat_send; returns the exit code."""
-    parser = build_send_parser()
-    args = _parse(parser, argv)
-    if isinstance(args, int):
-        return args
+    return _run_command(build_send_parser(), argv, _send, _send_usage_problem)
+
+
+def _send_usage_problem(args: argparse.Namespace) -> str | None:
     if args.pretty and not (args.no_transport or args.transport == "stdout"):
-        return _usage_error(parser.prog, "--pretty works only with -N/--no-transport")
-    problem = _root_problem(args.directory)
-    if problem:
-        return _usage_error(parser.prog, problem, hint=False)
-    setup_logging(verbose=args.verbose, debug=args.debug)
-    with _sigterm_interrupts():
-        return _send(args)
+        return "--pretty works only with -N/--no-transport"
+    return None
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -576,16 +598,7 @@ def build_cull_parser() -> _Parser:
 
 def cull_main(argv: list[str] | None = None) -> int:
     """The tstat_cull command; returns the exit status."""
-    parser = build_cull_parser()
-    args = _parse(parser, argv)
-    if isinstance(args, int):
-        return args
-    problem = _root_problem(args.directory)
-    if problem:
-        return _usage_error(parser.prog, problem, hint=False)
-    setup_logging(verbose=args.verbose, quiet=args.quiet)
-    with _sigterm_interrupts():
-        return _cull(args)
+    return _run_command(build_cull_parser(), argv, _cull)
 
 
 def _cull(args: argparse.Namespace) -> int:

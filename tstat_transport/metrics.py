@@ -67,64 +67,78 @@ def render(
 ) -> str:
     label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
     lines: list[str] = []
-
-    def metric(name: str, kind: str, help_text: str, value: float) -> None:
+    gauges = [*_run_gauges(stats, exit_code, last_success), *_backlog_gauges(backlog)]
+    for name, help_text, value in gauges:
         lines.append(f"# HELP {PREFIX}{name} {help_text}")
-        lines.append(f"# TYPE {PREFIX}{name} {kind}")
+        lines.append(f"# TYPE {PREFIX}{name} gauge")
         lines.append(f"{PREFIX}{name}{{{label_text}}} {value:.17g}")
-
-    finished = stats.finished or time.time()
-    metric("last_run_timestamp_seconds", "gauge", "When the last run ended.", finished)
-    if last_success is not None:
-        metric(
-            "last_success_timestamp_seconds",
-            "gauge",
-            "When the last run that exited 0 ended.",
-            last_success,
-        )
-    metric(
-        "exit_status",
-        "gauge",
-        "Exit code of the last run (0 ok, 1 failed, 2 usage, 75 temporary).",
-        exit_code,
-    )
-    metric("run_duration_seconds", "gauge", "How long the last run took.", finished - stats.started)
-    counters = (
-        ("directories_done", stats.dirs_done, "Directories delivered and marked by the last run."),
-        ("directories_failed", stats.dirs_failed, "Directories the last run could not deliver."),
-        ("rows", stats.rows, "Log rows read by the last run."),
-        ("bad_rows", stats.bad_rows, "Rows the last run skipped as malformed."),
-        ("objects", stats.objects, "Flow objects the last run sent."),
-        ("messages", stats.messages, "Messages the last run sent."),
-        ("bytes", stats.bytes, "Message bytes the last run sent."),
-    )
-    for name, value, help_text in counters:
-        metric(f"last_run_{name}", "gauge", help_text, value)
-    metric(
-        "backlog_directories",
-        "gauge",
-        "Complete Tstat directories not yet delivered.",
-        backlog.directories,
-    )
-    metric(
-        "backlog_oldest_age_seconds",
-        "gauge",
-        "Age of the oldest complete directory not yet delivered (0 if none).",
-        backlog.oldest_age_seconds,
-    )
-    metric(
-        "directories_seen",
-        "gauge",
-        "Tstat directories under the root (0: the root holds no Tstat output).",
-        backlog.seen,
-    )
-    metric(
-        "directories_ignored",
-        "gauge",
-        "Directories named with an impossible or future date, left alone.",
-        backlog.ignored,
-    )
     return "\n".join(lines) + "\n"
+
+
+_Gauge = tuple[str, str, float]
+
+
+def _run_gauges(stats: RunStats, exit_code: int, last_success: float | None) -> list[_Gauge]:
+    """What the last run did: when it ended, how, and what it read and sent."""
+    finished = stats.finished or time.time()
+    gauges: list[_Gauge] = [("last_run_timestamp_seconds", "When the last run ended.", finished)]
+    if last_success is not None:
+        gauges.append(
+            (
+                "last_success_timestamp_seconds",
+                "When the last run that exited 0 ended.",
+                last_success,
+            )
+        )
+    return gauges + [
+        (
+            "exit_status",
+            "Exit code of the last run (0 ok, 1 failed, 2 usage, 75 temporary).",
+            exit_code,
+        ),
+        ("run_duration_seconds", "How long the last run took.", finished - stats.started),
+        (
+            "last_run_directories_done",
+            "Directories delivered and marked by the last run.",
+            stats.dirs_done,
+        ),
+        (
+            "last_run_directories_failed",
+            "Directories the last run could not deliver.",
+            stats.dirs_failed,
+        ),
+        ("last_run_rows", "Log rows read by the last run.", stats.rows),
+        ("last_run_bad_rows", "Rows the last run skipped as malformed.", stats.bad_rows),
+        ("last_run_objects", "Flow objects the last run sent.", stats.objects),
+        ("last_run_messages", "Messages the last run sent.", stats.messages),
+        ("last_run_bytes", "Message bytes the last run sent.", stats.bytes),
+    ]
+
+
+def _backlog_gauges(backlog: Backlog) -> list[_Gauge]:
+    """What is still to send under the root."""
+    return [
+        (
+            "backlog_directories",
+            "Complete Tstat directories not yet delivered.",
+            backlog.directories,
+        ),
+        (
+            "backlog_oldest_age_seconds",
+            "Age of the oldest complete directory not yet delivered (0 if none).",
+            backlog.oldest_age_seconds,
+        ),
+        (
+            "directories_seen",
+            "Tstat directories under the root (0: the root holds no Tstat output).",
+            backlog.seen,
+        ),
+        (
+            "directories_ignored",
+            "Directories named with an impossible or future date, left alone.",
+            backlog.ignored,
+        ),
+    ]
 
 
 def _read_previous(path: Path) -> str | None:

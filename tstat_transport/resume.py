@@ -145,8 +145,19 @@ class DirectoryState:
                     self.path,
                 )
             return
-        recorded = data.get("options") or {}
+        if not self._take_recorded_options(data.get("options") or {}):
+            return
         files = data.get("files") or {}
+        if not isinstance(files, dict):
+            log.warning(
+                "%s: unreadable state file, sending the directory from the start", self.path
+            )
+            return
+        self._load_entries(files)
+
+    def _take_recorded_options(self, recorded: dict[str, Any]) -> bool:
+        """Whether the recorded progress can be resumed: it must have gone to this run's
+        transport, and the directory is finished with the options it was started with."""
         if recorded.get("transport") != self.destination:
             log.warning(
                 "%s: progress was recorded for transport %r, this run uses %r: sending "
@@ -156,44 +167,44 @@ class DirectoryState:
                 self.destination,
                 self.destination,
             )
-            return
+            return False
         wanted = self._options_json(self.options)
-        if recorded != wanted:
-            try:
-                # Anonymisation is not in the state (it must never hold a key): the
-                # rest of the directory gets this run's.
-                old = Options(
-                    float(recorded["threshold_bits"]),
-                    str(recorded["sensor"]),
-                    recorded["instance"],
-                    self.options.anonymize,
-                )
-            except (KeyError, TypeError, ValueError):
-                log.warning(
-                    "%s: unreadable options in state file, sending the directory from the start",
-                    self.path,
-                )
-                return
-            changed = ", ".join(
-                _describe_change(k, recorded.get(k), wanted[k])
-                for k in wanted
-                if recorded.get(k) != wanted[k]
+        if recorded == wanted:
+            return True
+        try:
+            # Anonymisation is not in the state (it must never hold a key): the
+            # rest of the directory gets this run's.
+            old = Options(
+                float(recorded["threshold_bits"]),
+                str(recorded["sensor"]),
+                recorded["instance"],
+                self.options.anonymize,
             )
-            # Its first part already went out with the old options; finishing it with
-            # them keeps its chunks (and message ids) consistent: nothing lost, no
-            # duplicates. New directories use the new options.
+        except (KeyError, TypeError, ValueError):
             log.warning(
-                "%s: options changed since this directory was started (%s); "
-                "finishing it with the options it was started with",
-                self.directory,
-                changed,
+                "%s: unreadable options in state file, sending the directory from the start",
+                self.path,
             )
-            self.options = old
-        if not isinstance(files, dict):
-            log.warning(
-                "%s: unreadable state file, sending the directory from the start", self.path
-            )
-            return
+            return False
+        changed = ", ".join(
+            _describe_change(k, recorded.get(k), wanted[k])
+            for k in wanted
+            if recorded.get(k) != wanted[k]
+        )
+        # Its first part already went out with the old options; finishing it with
+        # them keeps its chunks (and message ids) consistent: nothing lost, no
+        # duplicates. New directories use the new options.
+        log.warning(
+            "%s: options changed since this directory was started (%s); "
+            "finishing it with the options it was started with",
+            self.directory,
+            changed,
+        )
+        self.options = old
+        return True
+
+    def _load_entries(self, files: dict[str, Any]) -> None:
+        """Keep each file's recorded progress that is usable; the others start over."""
         for name, entry in files.items():
             checked = _checked_entry(entry)
             if checked is None:

@@ -166,6 +166,24 @@ def unwritable(directory: Path) -> str | None:
     return None
 
 
+def _message(body: bytes, id_prefix: str, directory: str, token: _Pending) -> Message:
+    """The message of one chunk: its id and headers name where in the logs it comes from."""
+    return Message(
+        body=body,
+        count=token.count,
+        message_id=f"{id_prefix}{token.number}",
+        timestamp=int(time.time()),
+        headers={
+            "tstat_directory": directory,
+            "tstat_log": token.log_name,
+            "chunk": token.number,
+            "flows": token.count,
+            "format_version": FORMAT_VERSION,
+        },
+        token=token,
+    )
+
+
 class Sender:
     """Delivers the directories of one Tstat root through one open transport."""
 
@@ -267,27 +285,9 @@ class Sender:
         """
         started = time.time()
         directory = record.path
-        problem = id_problem(self.options.sensor, self.options.instance, record.name)
-        if problem is not None:
-            # Found before anything is sent: a publish would fail mid-directory,
-            # and on every run again.
-            shown = os.fsencode(directory).decode("utf-8", "backslashreplace")  # eth\xff
-            log.error("%s: %s: not sent", shown, problem)
+        if self._refused(record):
             self.stats.dirs_failed += 1
             return 0
-        if self.tracking:
-            why = unwritable(directory)
-            if why is not None:
-                # Sending first would resend the same messages on every run, since
-                # neither the progress nor the marker could ever be recorded.
-                log.error(
-                    "%s: cannot write in the directory (%s): not sent, since its "
-                    "progress and .processed could not be recorded",
-                    directory,
-                    why,
-                )
-                self.stats.dirs_failed += 1
-                return 0
         state = DirectoryState(directory, self.options, self.transport.name, self.tracking)
         self._state = state
         outcome = _Outcome()
@@ -317,6 +317,28 @@ class Sender:
             self._pending.clear()
             self._state = None
         return self._conclude(record, state, outcome, started)
+
+    def _refused(self, record: TstatDirectory) -> bool:
+        """Whether the directory cannot go at all, found before anything is sent (and said)."""
+        directory = record.path
+        problem = id_problem(self.options.sensor, self.options.instance, record.name)
+        if problem is not None:
+            # A publish would fail mid-directory, and on every run again.
+            shown = os.fsencode(directory).decode("utf-8", "backslashreplace")  # eth\xff
+            log.error("%s: %s: not sent", shown, problem)
+            return True
+        why = unwritable(directory) if self.tracking else None
+        if why is not None:
+            # Sending first would resend the same messages on every run, since
+            # neither the progress nor the marker could ever be recorded.
+            log.error(
+                "%s: cannot write in the directory (%s): not sent, since its "
+                "progress and .processed could not be recorded",
+                directory,
+                why,
+            )
+            return True
+        return False
 
     def _send_log(
         self, record: TstatDirectory, log_name: str, protocol: str, outcome: _Outcome
@@ -446,20 +468,7 @@ class Sender:
                 resume.rows + file_stats.rows,
                 resume.bad_rows + file_stats.bad_rows,
             )
-            message = Message(
-                body=body,
-                count=count,
-                message_id=f"{prefix}{number}",
-                timestamp=int(time.time()),
-                headers={
-                    "tstat_directory": directory,
-                    "tstat_log": log_name,
-                    "chunk": number,
-                    "flows": count,
-                    "format_version": FORMAT_VERSION,
-                },
-                token=token,
-            )
+            message = _message(body, prefix, directory, token)
             pending.append(token)
             transport.publish(message)
             number += 1

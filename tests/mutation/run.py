@@ -140,8 +140,8 @@ MUTATIONS = [
         "message-id-not-deterministic",
         "every message has a deterministic id, the same on every resend",
         "tstat_transport/sender.py",
-        'message_id=f"{prefix}{number}",',
-        'message_id=f"{prefix}{number}:{time.time()}",',
+        'message_id=f"{id_prefix}{token.number}",',
+        'message_id=f"{id_prefix}{token.number}:{time.time()}",',
         (S + "test_failure_mid_directory_resumes_without_loss",),
     ),
     Mutation(
@@ -165,8 +165,8 @@ MUTATIONS = [
         "changed-options-applied-midway",
         "a directory started with other options is finished with the options it was started with",
         "tstat_transport/resume.py",
-        "            self.options = old\n",
-        "            pass\n",
+        "        self.options = old\n",
+        "        pass\n",
         (S + "test_changed_options_finish_the_started_directory_with_the_old_ones",),
     ),
     Mutation(

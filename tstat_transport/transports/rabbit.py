@@ -265,63 +265,12 @@ class RabbitTransport(Transport):
 
     def _setup_channel(self, check_only: bool) -> str:
         """Open the channel, check the exchange, declare (or check) the queue, enable confirms."""
-        assert self._conn is not None
-        settings = self.rabbit
-        opened: list[Any] = []
-        self._step = _Step("opening a channel")
-        self._conn.channel(on_open_callback=opened.append)
-        self._wait(lambda: bool(opened), settings.timeout)
-        channel = self._channel = opened[0]
-        self._publish_frame = None
-        channel.add_on_close_callback(self._on_channel_closed)
-        channel.add_on_return_callback(self._on_return)
+        channel = self._open_channel()
         report = []
-        if settings.exchange:
-            # We never declare an exchange (its type and owner are the archive's); a
-            # passive declare fails with 404 when it is missing.
-            self._rpc(
-                lambda cb: channel.exchange_declare(settings.exchange, passive=True, callback=cb),
-                _Step(f"checking exchange {settings.exchange!r}", "exchange"),
-            )
-            report.append(f"exchange {settings.exchange!r} exists")
-        if settings.queue:
-            passive = settings.passive or check_only
-            what = "checking" if passive else "declaring"
-            try:
-                ok = self._rpc(
-                    lambda cb: channel.queue_declare(
-                        settings.queue,
-                        passive=passive,
-                        arguments=None if passive else settings.queue_arguments,
-                        callback=cb,
-                        **settings.queue_flags,
-                    ),
-                    _Step(f"{what} queue {settings.queue!r}", "queue"),
-                )
-            except Refused as exc:
-                if not (check_only and not settings.passive and exc.reply_code == 404):
-                    raise
-                report.append(
-                    f"queue {settings.queue!r} does not exist yet (the first run declares it)"
-                )
-            else:
-                report.append(
-                    f"queue {settings.queue!r} has {ok.method.message_count} message(s) "
-                    f"and {ok.method.consumer_count} consumer(s)"
-                )
-                if settings.exchange and not passive:
-                    # A queue we declare is bound to the exchange, so a fresh broker works
-                    # without manual set-up; binding again is a no-op. With passive = true
-                    # the archive owns the topology and we change nothing.
-                    self._rpc(
-                        lambda cb: channel.queue_bind(
-                            settings.queue, settings.exchange, settings.routing_key, callback=cb
-                        ),
-                        _Step(
-                            f"binding queue {settings.queue!r} to exchange {settings.exchange!r}",
-                            "queue",
-                        ),
-                    )
+        if self.rabbit.exchange:
+            report.append(self._check_exchange(channel))
+        if self.rabbit.queue:
+            report.append(self._declare_queue(channel, check_only))
         if not check_only:
             self._rpc(
                 lambda cb: channel.confirm_delivery(self._on_ack_nack, callback=cb),
@@ -329,6 +278,66 @@ class RabbitTransport(Transport):
             )
         self._step = _PUBLISHING
         return ", ".join(report) or "connected"
+
+    def _open_channel(self) -> Any:
+        assert self._conn is not None
+        opened: list[Any] = []
+        self._step = _Step("opening a channel")
+        self._conn.channel(on_open_callback=opened.append)
+        self._wait(lambda: bool(opened), self.rabbit.timeout)
+        channel = self._channel = opened[0]
+        self._publish_frame = None
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        return channel
+
+    def _check_exchange(self, channel: Any) -> str:
+        exchange = self.rabbit.exchange
+        # We never declare an exchange (its type and owner are the archive's); a
+        # passive declare fails with 404 when it is missing.
+        self._rpc(
+            lambda cb: channel.exchange_declare(exchange, passive=True, callback=cb),
+            _Step(f"checking exchange {exchange!r}", "exchange"),
+        )
+        return f"exchange {exchange!r} exists"
+
+    def _declare_queue(self, channel: Any, check_only: bool) -> str:
+        """Declare the queue (or only check it exists) and bind it; say what it holds."""
+        settings = self.rabbit
+        passive = settings.passive or check_only
+        what = "checking" if passive else "declaring"
+        try:
+            ok = self._rpc(
+                lambda cb: channel.queue_declare(
+                    settings.queue,
+                    passive=passive,
+                    arguments=None if passive else settings.queue_arguments,
+                    callback=cb,
+                    **settings.queue_flags,
+                ),
+                _Step(f"{what} queue {settings.queue!r}", "queue"),
+            )
+        except Refused as exc:
+            if not (check_only and not settings.passive and exc.reply_code == 404):
+                raise
+            return f"queue {settings.queue!r} does not exist yet (the first run declares it)"
+        if settings.exchange and not passive:
+            # A queue we declare is bound to the exchange, so a fresh broker works
+            # without manual set-up; binding again is a no-op. With passive = true
+            # the archive owns the topology and we change nothing.
+            self._rpc(
+                lambda cb: channel.queue_bind(
+                    settings.queue, settings.exchange, settings.routing_key, callback=cb
+                ),
+                _Step(
+                    f"binding queue {settings.queue!r} to exchange {settings.exchange!r}",
+                    "queue",
+                ),
+            )
+        return (
+            f"queue {settings.queue!r} has {ok.method.message_count} message(s) "
+            f"and {ok.method.consumer_count} consumer(s)"
+        )
 
     def _rpc(self, call: Callable[[Callable[[Any], None]], None], step: _Step) -> Any:
         replies: list[Any] = []

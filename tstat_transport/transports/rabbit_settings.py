@@ -96,32 +96,8 @@ class RabbitSettings:
         use_ssl = config.get_bool(RABBIT, "use_ssl", False)
         # 5671 is the registered amqps port; a TLS listener on 5672 is rare.
         port = config.get_int(RABBIT, "port", 5671 if use_ssl else 5672, lo=1, hi=65535)
-        where = f"{config.name}: [{RABBIT}]"
-        host_text = config.get_str(RABBIT, "host", "localhost")
-        nodes = tuple(
-            _parse_node(part.strip(), f"{where} host", port)
-            for part in host_text.split(",")
-            if part.strip()
-        )
-        if not nodes:
-            raise ConfigError(
-                f"{where} host = {mask('host', host_text)}: expected a host name, or several "
-                "separated by commas"
-            )
-        queue = config.get_str(RABBIT, "queue", "")
-        exchange = config.get_str(RABBIT, "exchange", "")
-        routing_key = config.get_str(RABBIT, "routing_key", queue)
-        if not exchange and not routing_key:
-            if queue:  # `routing_key =` left empty: the queue is not to blame
-                raise ConfigError(
-                    f"{where} routing_key: is empty, and with the default exchange messages "
-                    "go to the queue the routing key names: remove the line (it defaults to "
-                    "the queue's name) or set it"
-                )
-            raise ConfigError(
-                f"{where} queue: required key is missing (with the default exchange, "
-                "messages go to the queue the routing key names)"
-            )
+        nodes = _read_nodes(config, port)
+        queue, exchange, routing_key = _read_destination(config)
         flags, passive, arguments = _read_queue_options(config, queue)
         ssl_context = server_hostname = None
         if use_ssl:
@@ -220,6 +196,43 @@ def _parse_node(text: str, where: str, default_port: int) -> Node:
     except ValueError:
         raise ConfigError(f"{where} = {shown}: port must be an integer 1-65535") from None
     return Node(host, port)
+
+
+def _read_nodes(config: ConfigFile, port: int) -> tuple[Node, ...]:
+    """`host`: one node or several separated by commas, each with `port` unless it names one."""
+    where = f"{config.name}: [{RABBIT}]"
+    host_text = config.get_str(RABBIT, "host", "localhost")
+    nodes = tuple(
+        _parse_node(part.strip(), f"{where} host", port)
+        for part in host_text.split(",")
+        if part.strip()
+    )
+    if not nodes:
+        raise ConfigError(
+            f"{where} host = {mask('host', host_text)}: expected a host name, or several "
+            "separated by commas"
+        )
+    return nodes
+
+
+def _read_destination(config: ConfigFile) -> tuple[str, str, str]:
+    """`queue`, `exchange` and `routing_key`, refused when no message could be routed."""
+    where = f"{config.name}: [{RABBIT}]"
+    queue = config.get_str(RABBIT, "queue", "")
+    exchange = config.get_str(RABBIT, "exchange", "")
+    routing_key = config.get_str(RABBIT, "routing_key", queue)
+    if not exchange and not routing_key:
+        if queue:  # `routing_key =` left empty: the queue is not to blame
+            raise ConfigError(
+                f"{where} routing_key: is empty, and with the default exchange messages "
+                "go to the queue the routing key names: remove the line (it defaults to "
+                "the queue's name) or set it"
+            )
+        raise ConfigError(
+            f"{where} queue: required key is missing (with the default exchange, "
+            "messages go to the queue the routing key names)"
+        )
+    return queue, exchange, routing_key
 
 
 def _read_queue_options(config: ConfigFile, queue: str) -> tuple[dict[str, bool], bool, dict]:

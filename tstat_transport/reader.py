@@ -370,9 +370,22 @@ class LogFile:
             for item in objs:
                 nbytes += len(item)
             if len(buf) >= CHUNK_SIZE or nbytes > MESSAGE_TEXT_LIMIT:
-                row = Position(row_offset, line_no, row_skip, header_offset)
-                after = Position(offset, lineno, 0, header_offset)
-                chunks, buf = cut_chunks(buf, len(objs), row, after)
+                if nbytes <= MESSAGE_TEXT_LIMIT:
+                    # The usual case, what cut_chunks gives at less cost: the count
+                    # alone fills the chunk, which may end inside this row.
+                    over = len(buf) - CHUNK_SIZE  # this row's objects past the chunk
+                    if over:
+                        end = Position(
+                            row_offset, line_no, row_skip + len(objs) - over, header_offset
+                        )
+                    else:
+                        end = Position(offset, lineno, 0, header_offset)
+                    chunks = [Chunk(buf[:CHUNK_SIZE], end)]
+                    buf = buf[CHUNK_SIZE:]
+                else:
+                    row = Position(row_offset, line_no, row_skip, header_offset)
+                    after = Position(offset, lineno, 0, header_offset)
+                    chunks, buf = cut_chunks(buf, len(objs), row, after)
                 nbytes = sum(map(len, buf))
                 for chunk in chunks:
                     stats.rows += rows

@@ -305,6 +305,15 @@ MUTATIONS = [
         (S + "test_bad_rows_and_missing_logs_do_not_stop_the_directory",),
     ),
     Mutation(
+        "chunk-end-inside-row-off",
+        "a run resumes where the confirmed messages end: a chunk ending between a row's two "
+        "directions records how many of them went",
+        "tstat_transport/reader.py",
+        "row_skip + len(objs) - over,",
+        "row_skip + len(objs) - over + 1,",
+        ("tests/test_reader.py::test_resume_between_the_two_directions_of_a_row",),
+    ),
+    Mutation(
         "threshold-ignored",
         "each direction is kept only if it moved at least --threshold MB",
         "tstat_transport/records.py",

@@ -314,6 +314,23 @@ MUTATIONS = [
         ("tests/test_reader.py::test_resume_between_the_two_directions_of_a_row",),
     ),
     Mutation(
+        "udp-before-tcp",
+        "all TCP flows of a directory go out before its UDP flows, as 0.6.5 sent them",
+        "tstat_transport/sender.py",
+        'LOGS = (("log_tcp_complete", "tcp"), ("log_udp_complete", "udp"))',
+        'LOGS = (("log_udp_complete", "udp"), ("log_tcp_complete", "tcp"))',
+        ("tests/test_records.py::test_matches_original_065_output_for_full",),
+    ),
+    Mutation(
+        "cull-deletes-in-place",
+        "tstat_cull renames a directory to .culling-<name> before deleting it, so a "
+        "half-deleted one never looks like unsent data",
+        "tstat_transport/cull.py",
+        "        os.rename(path, hidden)\n",
+        "        hidden = path\n",
+        (C + "test_sigterm_while_deleting_stops_with_one_line_and_the_next_run_finishes",),
+    ),
+    Mutation(
         "threshold-ignored",
         "each direction is kept only if it moved at least --threshold MB",
         "tstat_transport/records.py",

@@ -15,11 +15,11 @@ RTT, window or option columns) gives objects without those keys.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import linecache
 import re
+import zlib
 from dataclasses import dataclass
 from operator import itemgetter
 from socket import AF_INET6, inet_pton
@@ -388,7 +388,8 @@ def compile_converter(protocol: str, names: Sequence[str], options: Options) -> 
         "pick": itemgetter(*_passthrough(index, used)),  # ports at least: a tuple
     }
     # A real file name, so a traceback through the encoder shows its source lines.
-    digest = hashlib.sha1(fast.encode()).hexdigest()[:12]
+    # crc32, not hashlib: importing hashlib maps OpenSSL, ~4 MB of RSS for a name.
+    digest = f"{zlib.crc32(fast.encode()):08x}"
     filename = f"<tstat {protocol} encoder {digest}>"
     _remember_source(filename, fast)
     exec(compile(fast, filename, "exec"), namespace)  # noqa: S102

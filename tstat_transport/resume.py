@@ -7,7 +7,6 @@ so that a later run sends exactly the chunks that were not confirmed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import stat
@@ -96,6 +95,9 @@ def fingerprint(path: Path, pos: Position) -> dict[str, str] | None:
         return None
     finally:
         os.close(fd)
+    # Imported here: hashlib maps OpenSSL (~4 MB of RSS), which a -N run never needs.
+    import hashlib
+
     return {
         "header_sha1": hashlib.sha1(header).hexdigest(),
         "tail_sha1": hashlib.sha1(tail).hexdigest(),

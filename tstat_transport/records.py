@@ -445,16 +445,17 @@ _PLAIN_TCP_INTS = {f.column for f in TCP_EXTRA if f.how in (SIDE, RATIO) and f.k
 def _round3(var: str, expr: str, limit: str = "1e9") -> list[str]:
     # round(x, 3) is slow (it goes through decimal strings). Away from a tie, the
     # integer nearest to x*1000 is exact here, and n / 1000 is then the very double
-    # round(x, 3) returns (both are the double nearest to n/1000). Ties, negatives,
-    # NaN and large values are left to the reference.
+    # round(x, 3) returns (both are the double nearest to n/1000); near a tie, round()
+    # itself decides. Negatives, NaN and large values are left to the reference.
     return [
         f"x = {expr}",
+        f"if not 0.0 <= x < {limit}:",
+        "    raise Unusual",
         "y = x * 1000.0 + 0.5",
         "n = int(y)",
         "d = y - n",
-        f"if not (0.001 < d < 0.999 and 0.0 <= x < {limit}):",
-        "    raise Unusual",
-        f"{var} = n / 1000 if n else x * 0.0",  # keeps the sign of a zero, as round does
+        # n / 1000, or x * 0.0 for n == 0: keeps the sign of a zero, as round does.
+        f"{var} = (n / 1000 if n else x * 0.0) if 0.001 < d < 0.999 else round(x, 3)",
     ]
 
 

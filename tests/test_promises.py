@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections import Counter
 from itertools import takewhile
 from pathlib import Path
@@ -25,6 +24,7 @@ import pika.exceptions
 import pytest
 from broker import Proxy
 from helpers import FaultyTransport, jsonl_objects, register, settle
+from test_delivery import config as rabbit_config
 
 from tstat_transport.cli import cull_main, send_main
 from tstat_transport.state import PROCESSED_NAME, STATE_NAME
@@ -251,23 +251,6 @@ def test_a_log_shorter_than_its_progress_is_sent_from_the_start(
 
 
 # -- the queue and the messages survive a broker restart ------------------------------
-
-
-def rabbit_config(tmp_path: Path, broker, queue: str, **extra) -> Path:
-    rabbit = {
-        "host": broker.host,
-        "port": broker.port,
-        "username": broker.username,
-        "password": broker.password,
-        "queue": queue,
-        "connect_retries": 0,
-        "retry_delay": 0,
-        "timeout": 10,
-        **extra,
-    }
-    path = tmp_path / f"config-{uuid.uuid4().hex[:6]}.ini"
-    path.write_text("[rabbit]\n" + "".join(f"{k} = {v}\n" for k, v in rabbit.items()))
-    return path
 
 
 def test_the_queue_is_declared_durable_by_default(broker, queue_name, tstat_root, tmp_path):

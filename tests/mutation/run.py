@@ -205,9 +205,9 @@ MUTATIONS = [
     Mutation(
         "transient-messages",
         "messages are persistent (delivery_mode = 2)",
-        "tstat_transport/transports/rabbit.py",
-        "delivery_mode=pika.DeliveryMode.Persistent,",
-        "delivery_mode=pika.DeliveryMode.Transient,",
+        "tstat_transport/transports/framing.py",
+        "PERSISTENT = 2  # delivery_mode",
+        "PERSISTENT = 1  # delivery_mode",
         (P + "test_the_queue_is_declared_durable_by_default",),
     ),
     Mutation(

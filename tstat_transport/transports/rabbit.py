@@ -35,7 +35,6 @@ import itertools
 import logging
 import socket
 import ssl
-import struct
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, NoReturn
@@ -48,6 +47,7 @@ from pika.adapters.select_connection import IOLoop, SelectConnection
 from pika.adapters.utils import connection_workflow
 
 from ..errors import ConfigError, TransportError, TransportUnavailable
+from . import framing
 from .base import Message, Transport
 from .confirms import ConfirmTracker
 from .rabbit_settings import CONFIG_SECTIONS, RABBIT, Node, RabbitSettings
@@ -455,9 +455,10 @@ class RabbitTransport(Transport):
         """Frame one basic.publish and hand it to the connection as a single write.
 
         What Channel.basic_publish does, cheaper: the method frame is the same for every
-        message and built once per channel, and the three frames go out as one buffer
-        (one socket send instead of three): 55 instead of 77 us of CPU per 80 kB message
-        here. It uses pika internals, hence the version bound in pyproject.toml.
+        message and built once per channel, the content header is assembled by framing.py
+        instead of pika's generic property encoders, and the frames go out as one buffer
+        (one socket send instead of three). It uses pika internals, hence the version
+        bound in pyproject.toml.
         """
         conn, number, body = self._conn, self._channel.channel_number, message.body
         assert conn is not None, "publishing needs an open connection"
@@ -470,22 +471,12 @@ class RabbitTransport(Transport):
                     mandatory=True,
                 ),
             ).marshal()
-        header = pika.frame.Header(number, len(body), self._message_properties(message))
-        pieces = [self._publish_frame, header.marshal()]
-        step = conn._body_max_length
-        for start in range(0, len(body), step):
-            chunk = body[start : start + step]
-            pieces += [_BODY_FRAME.pack(3, number, len(chunk)), chunk, _FRAME_END]
-        conn._output_marshaled_frames([b"".join(pieces)])
-
-    def _message_properties(self, message: Message) -> Any:
-        return pika.BasicProperties(
-            content_type="application/json",
-            delivery_mode=pika.DeliveryMode.Persistent,
-            message_id=message.message_id,
-            timestamp=message.timestamp,
-            headers=message.headers or None,
+        header = framing.content_header(
+            number, len(body), message.message_id, message.timestamp, message.headers
         )
+        pieces = [self._publish_frame, header]
+        pieces += framing.body_frames(number, body, conn._body_max_length)
+        conn._output_marshaled_frames([b"".join(pieces)])
 
     def _settle(self) -> None:
         """Report confirms, publish due retries, and deal with a recorded failure."""
@@ -794,10 +785,6 @@ class RabbitTransport(Transport):
 
 def _nothing() -> None:
     pass
-
-
-_BODY_FRAME = struct.Struct(">BHI")  # frame type 3 (body), channel, payload size
-_FRAME_END = bytes([pika.spec.FRAME_END])
 
 
 _RESENT = "; unconfirmed messages are sent again by the next run"

@@ -10,6 +10,7 @@ the same flow objects from full/ (the "Same objects?" lines of RESULTS.md).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -26,6 +27,9 @@ from runner import (
     REPO,
     Broker,
     Variant,
+    anonymize_config,
+    baseline_env,
+    baseline_tree,
     clean_markers,
     log,
     original_env,
@@ -168,6 +172,8 @@ def plan(a: argparse.Namespace, s: Setup) -> tuple[list[Variant], list[Variant]]
                 label,
             )
         )
+    if s.product:
+        variants += side_variants(a, s, product_n, main_root, label)
     variants.append(
         Variant("floor-N", "floor.py (stdlib json)", "-N", floor_n, env, main_root, rows, label)
     )
@@ -327,6 +333,57 @@ def plan(a: argparse.Namespace, s: Setup) -> tuple[list[Variant], list[Variant]]
 
 
 # --------------------------------------------------------------------------- equivalence
+
+
+def side_variants(
+    a: argparse.Namespace, s: Setup, product_n: list[str], root: Path, label: str
+) -> list[Variant]:
+    """-N runs beside the product's own: its code at --baseline, and with addresses anonymised.
+
+    The first tells whether this tree lost speed against an earlier one (the fields, checks
+    and structure added since); the others what each [anonymize] method costs. The bench's
+    addresses are all distinct, so no cache helps: the worst case.
+    """
+    rows = s.rows("main")
+    out: list[Variant] = []
+    tree, why = baseline_tree(s.work, a.baseline) if a.baseline else (None, "--baseline ''")
+    if tree is None:
+        s.skipped.append(f"this project at an earlier revision: {why}")
+    else:
+        cmd = [sys.executable, "-m", "tstat_transport", "-N", "-T", "0", "--include-newest"]
+        out.append(
+            Variant(
+                "baseline-N",
+                f"product at {a.baseline} -N",
+                "-N",
+                [*cmd, "-d", str(root)],
+                baseline_env(tree),
+                root,
+                rows,
+                label,
+                note="the code before the fields, checks and structure of issues 10-15",
+            )
+        )
+    methods = ["truncate"]
+    if importlib.util.find_spec("cryptography") is None:
+        s.skipped.append("-N with pseudonymized addresses: `cryptography` is not installed")
+    else:
+        methods.append("pseudonymize")
+    for method in methods:
+        ini = anonymize_config(s.work / f"anonymize-{method}.ini", method)
+        out.append(
+            Variant(
+                f"product-N-{method}",
+                f"product -N, [anonymize] {method}",
+                "-N",
+                [*product_n, str(root), "-c", str(ini)],
+                product_env(),
+                root,
+                rows,
+                label,
+            )
+        )
+    return out
 
 
 def equivalence(product: list[str] | None, broker: Broker | None, queue: str) -> list[str]:

@@ -122,6 +122,10 @@ def variant_rows(variants: list[Variant]) -> list[list[str]]:
 RATIOS: list[tuple[str, str, str, str, float | None]] = [
     ("product -N / original -N", "product-N", "original-N", "rows/s", 10.0),
     ("product -N / floor -N", "product-N", "floor-N", "rows/s", 1.2),
+    ("product -N / product at baseline -N", "product-N", "baseline-N", "rows/s", 1.0),
+    ("product -N / product at baseline -N, CPU", "product-N", "baseline-N", "CPU", 1.0),
+    ("-N truncate / -N, CPU", "product-N-truncate", "product-N", "CPU", None),
+    ("-N pseudonymize / -N, CPU", "product-N-pseudonymize", "product-N", "CPU", None),
     ("product e2e / product -N", "product-e2e", "product-N", "rows/s", 0.8),
     ("product e2e / product -N, CPU", "product-e2e", "product-N", "CPU", 1.15),
     ("product e2e / original e2e", "product-e2e", "original-e2e", "rows/s", 10.0),

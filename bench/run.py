@@ -87,6 +87,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--window", type=int, default=256, help="publish floor: unconfirmed messages at most (256)"
     )
+    p.add_argument(
+        "--baseline",
+        default="94d533a",
+        help="git revision of this project whose -N runs beside today's (94d533a, before "
+        "issues 10-15; '' skips it)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
         "--work",

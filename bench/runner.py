@@ -224,6 +224,8 @@ def product_command(given: str | None) -> tuple[list[str] | None, str]:
     if probe.returncode != 0:
         tail = (probe.stderr or probe.stdout).strip().splitlines()[-1:] or ["?"]
         return None, f"`{shlex.join(cmd)} --help` exits {probe.returncode}: {tail[0]}"
+    if not given:
+        compile_tree(REPO / "tstat_transport")
     return cmd, shlex.join(cmd)
 
 
@@ -231,6 +233,52 @@ def product_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
+
+
+def compile_tree(package: Path) -> None:
+    """Byte-compile a package before it is timed, as an installed one is.
+
+    Without it every run would compile the sources again when PYTHONDONTWRITEBYTECODE
+    is set (tens of ms per run, more for the RabbitMQ runs' extra modules).
+    """
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
+
+
+def baseline_tree(work: Path, rev: str) -> tuple[Path | None, str]:
+    """This project's package as it was at git revision `rev`, unpacked under `work`."""
+    dest = work / f"baseline-{rev}"
+    if not (dest / "tstat_transport" / "__main__.py").is_file():
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", rev, "tstat_transport"],
+            capture_output=True,
+        )
+        if archive.returncode != 0:
+            why = archive.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+            return None, f"git archive {rev}: {why[0]}"
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    compile_tree(dest / "tstat_transport")
+    return dest, rev
+
+
+def baseline_env(tree: Path) -> dict[str, str]:
+    env = original_env()  # not this tree's package: the one unpacked in `tree`
+    env["PYTHONPATH"] = str(tree)
+    return env
+
+
+def anonymize_config(path: Path, method: str) -> Path:
+    """A config file for a -N run with [anonymize] `method` (and a key of its own)."""
+    lines = ["[anonymize]", f"method = {method}"]
+    if method == "pseudonymize":
+        key = path.with_suffix(".key")
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(bytes(range(32)).hex() + "\n")  # a fixed key, for the bench only
+        lines.append(f"key_file = {key}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def original_env() -> dict[str, str]:

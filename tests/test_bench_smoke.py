@@ -71,6 +71,14 @@ def run_bench(tmp_path: Path, *options: str) -> str:
     return results.read_text()
 
 
+BASELINE = "94d533a"  # bench/run.py's default --baseline
+
+
+def baseline_in_history() -> bool:
+    probe = ["git", "-C", str(REPO), "cat-file", "-e", f"{BASELINE}^{{commit}}"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
 def same_objects_lines(text: str) -> list[str]:
     part = text.split("## Same objects?", 1)[1].split("\n## ", 1)[0]
     return [line for line in part.splitlines() if line.startswith("- ")]
@@ -91,6 +99,15 @@ def test_bench_runs_at_tiny_size(tmp_path, data_dir, broker):
         assert key in runs, (key, list(runs))
         assert runs[key][4] == "1/1", runs[key]  # the run exited 0 and lost nothing
     assert not any(k.startswith("original") for k in runs)  # no venv in a fresh work dir
+    # Beside -N: the code at the baseline revision (unpacked from git), and each [anonymize]
+    # method; each ran to its end and its cost is in the ratios.
+    side = ["-N product -N, [anonymize] truncate", "-N product -N, [anonymize] pseudonymize"]
+    if baseline_in_history():
+        side.append(f"-N product at {BASELINE} -N")
+    else:  # a shallow clone: said, not silently dropped
+        assert f"this project at an earlier revision: git archive {BASELINE}" in text
+    for key in side:
+        assert runs.get(key, [""] * 5)[4] == "1/1", (key, list(runs))
     assert runs["e2e product -> RabbitMQ"][-1].endswith("persistent")  # what arrived, counted
 
     ratios = table_rows(text, "Ratios", key_cells=1)
@@ -99,6 +116,9 @@ def test_bench_runs_at_tiny_size(tmp_path, data_dir, broker):
         "product e2e / product -N",
         "product e2e / product -N, CPU",
         "product e2e / publish floor",
+        "-N truncate / -N, CPU",
+        "-N pseudonymize / -N, CPU",
+        *(["product -N / product at baseline -N, CPU"] if baseline_in_history() else []),
     ]:
         assert float(ratios[label][2]) > 0, ratios[label]
     assert ratios["product e2e / product -N, CPU"][1:2] == ["CPU"]
@@ -126,14 +146,20 @@ def test_bench_runs_at_tiny_size(tmp_path, data_dir, broker):
 
 
 def test_bench_without_a_broker_runs_the_rest_and_says_so(tmp_path, data_dir):
-    text = run_bench(tmp_path, "--no-broker", "--corrupt-mb", "0")
+    text = run_bench(tmp_path, "--no-broker", "--corrupt-mb", "0", "--baseline", "")
     runs = table_rows(text, "Runs")
-    assert set(runs) == {"-N product -N", "-N floor.py (stdlib json)"}
+    assert set(runs) == {
+        "-N product -N",
+        "-N product -N, [anonymize] truncate",
+        "-N product -N, [anonymize] pseudonymize",
+        "-N floor.py (stdlib json)",
+    }
     assert all(r[4] == "1/1" for r in runs.values()), runs
     assert set(table_rows(text, "Memory check", key_cells=1)) == {"product -N"}
     skipped = text.split("## Skipped", 1)[1].split("\n## ", 1)[0]
     assert "- RabbitMQ runs: --no-broker" in skipped
     assert "- memory check of a corrupt row: --corrupt-mb 0" in skipped
+    assert "- this project at an earlier revision: --baseline ''" in skipped
     assert ratios_row(text, "product e2e / product -N, CPU")[2] == "n/a"
     assert len(same_objects_lines(text)) == 5  # no broker: the RabbitMQ comparison is not made
 

@@ -271,3 +271,14 @@ def settle(root: Path, seconds_ago: float = 86400) -> None:
     when = time.time() - seconds_ago
     for path in root.rglob("log_*"):
         os.utime(path, (when, when), follow_symlinks=False)
+
+
+def snapshot(top: Path) -> dict[str, tuple[int, int]]:
+    """Every path below `top` (links not followed) with its size and mtime in ns."""
+    result = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            st = path.lstat()
+            result[str(path.relative_to(top))] = (st.st_size, st.st_mtime_ns)
+    return result

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import snapshot
 
 from tstat_transport.cli import build_cull_parser as build_parser
 from tstat_transport.cli import cull_main
@@ -40,17 +41,6 @@ def mark(directory: Path, hours_ago: float) -> Path:
 def size_of(directory: Path) -> int:
     """Bytes in a flat Tstat directory, counted independently of cull.tree_size."""
     return sum(p.lstat().st_size for p in directory.iterdir())
-
-
-def snapshot(top: Path) -> dict[str, tuple[int, int]]:
-    """Every path below `top` (links not followed) with its size and mtime in ns."""
-    result = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in dirnames + filenames:
-            path = Path(dirpath, name)
-            st = path.lstat()
-            result[str(path.relative_to(top))] = (st.st_size, st.st_mtime_ns)
-    return result
 
 
 def entries(root: Path) -> list[str]:

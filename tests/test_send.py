@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import ListTransport, jsonl_objects, settings
+from helpers import ListTransport, jsonl_objects, settings, snapshot
 
 from tstat_transport.cli import send_main
 from tstat_transport.directories import Status, TstatDirectory
@@ -33,10 +33,6 @@ FULL_OBJECTS = {
     "2026_11_24_19_22.out": 634,
     "2026_11_24_19_24.out": 368,
 }
-
-
-def snapshot(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*"))}
 
 
 def send_n(capsys, *args: str) -> tuple[int, list[dict], str]:

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,9 +18,10 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pika.exceptions
 import pytest
 from broker import Broker, Proxy, free_port
-from helpers import settle
+from helpers import settle, snapshot
 
 from tstat_transport.cli import send_main
 from tstat_transport.state import LOCK_NAME, PROCESSED_NAME, STATE_NAME
@@ -284,14 +286,50 @@ def test_overlapping_run_sends_nothing_and_says_why_at_verbose(
 
 def test_check_config_connects_and_sends_nothing(broker, queue_name, tstat_root, tmp_path, capsys):
     root = tstat_root("full")
+    before = snapshot(root)
+    cfg = config(tmp_path, broker, queue_name)
+    # The queue a run would declare is reported, not created.
+    assert run(cfg, root, "--check-config") == 0
+    assert f"queue {queue_name!r} does not exist yet" in capsys.readouterr().out
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="404"):
+        broker.declare(queue_name, passive=True)
     broker.declare(queue_name, durable=True)
-    assert run(config(tmp_path, broker, queue_name), root, "--check-config") == 0
+    assert run(cfg, root, "--check-config") == 0
     out = capsys.readouterr().out
     assert f"{broker.host}:{broker.port}" in out and queue_name in out
-    assert broker.fetch(queue_name) == [] and markers(root) == []
+    assert broker.fetch(queue_name) == []
+    assert snapshot(root) == before  # no .processed, no state file, no lock file
     bad = config(tmp_path, broker, queue_name, password="Nope-55")
     assert run(bad, root, "--check-config") == 1
     assert "Nope-55" not in capsys.readouterr().err
+
+
+def test_usage_and_config_errors_exit_2_before_anything_is_touched(
+    broker, queue_name, tstat_root, tmp_path, capsys
+):
+    root = tstat_root("full")
+    before = snapshot(root)
+    # A mistaken run would deliver to the real broker; a listener stands where the config
+    # with a bad value points, and counts whoever connects.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        good = config(tmp_path, broker, queue_name)
+        bad = config(tmp_path, broker, queue_name, port=listener.getsockname()[1], window=0)
+        for cfg, *extra in [
+            (good, "--pretty"),  # --pretty is for -N
+            (good, "--no-such-option"),
+            (good, "-T", "-1"),
+            (good, "-S", "a\tb"),
+            (bad,),
+            (tmp_path / "missing.ini",),
+        ]:
+            assert run(cfg, root, *extra) == 2, extra
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+    assert "[rabbit] window = '0': expected an integer" in capsys.readouterr().err
+    assert snapshot(root) == before  # no lock file, no state file, no .processed
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="404"):
+        broker.declare(queue_name, passive=True)  # nothing declared, let alone sent
 
 
 def test_config_errors_are_one_line_exit_2(broker, tstat_root, tmp_path, capsys):

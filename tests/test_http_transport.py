@@ -7,8 +7,11 @@ import datetime
 import http.server
 import ipaddress
 import json
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from email.message import Message as HeaderMap
@@ -636,3 +639,65 @@ def test_tstat_send_over_http_stops_on_a_client_error_and_resumes(
     ids = [r.headers["X-Message-Id"] for r in server.stored + fixed.stored]
     assert len(ids) == len(set(ids)) == 19  # window 1: nothing sent twice
     assert ids[8] == "s1:0:2026_11_24_19_20.out:log_tcp_complete:2"
+
+
+class _CountingHandler(_Handler):
+    """Counts each request as it arrives, before the receiver (under its lock) answers."""
+
+    def do_POST(self) -> None:
+        self.server.arrived.append(self.client_address)  # type: ignore[attr-defined]
+        super().do_POST()
+
+
+def test_tstat_send_over_http_has_one_message_in_flight_and_a_kill_resends_only_it(
+    tmp_path, receiver, tstat_root, capsys
+):
+    """Window 1: the receiver never sees a request before the one before it was answered,
+    and a run killed (kill -9) while one request waits for its answer resends that one
+    message and nothing else (the progress is recorded after every answer)."""
+    from tstat_transport.cli import send_main
+
+    root = tstat_root("full")
+    assert send_main(["-N", "-T", "0", "-S", "s1", "-d", str(root)]) == 0
+    reference = capsys.readouterr().out.splitlines()
+    held, release = threading.Event(), threading.Event()
+    held_at = 9  # the 4th message of the second directory (the first is marked by then)
+
+    def answer(n: int, request: Request) -> Answer:
+        if n == held_at:
+            held.set()
+            release.wait(30)
+            return DROP  # stored, its answer never sent: the sender was killed meanwhile
+        return 200
+
+    server = receiver(answer)
+    server.server.RequestHandlerClass = _CountingHandler
+    server.server.arrived = arrived = []  # type: ignore[attr-defined]
+    cfg = tmp_path / "http.ini"
+    cfg.write_text(f"[http]\nurl = {server.url}\n")
+    command = [sys.executable, str(Path(__file__).parent.parent / "bin" / "tstat_send")]
+    command += ["-t", "http", "-c", str(cfg), "-T", "0", "-S", "s1", "-d", str(root)]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert held.wait(30), run.stderr.read() if run.poll() is not None else "no request"
+        threading.Event().wait(0.5)  # a wider window sends its next request now (time.sleep
+        # is the `sleeps` fixture's here)
+        assert len(arrived) == held_at + 1, "a request sent before the one before was answered"
+        run.kill()
+        run.wait()
+    finally:
+        release.set()
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        run.stderr.close()  # type: ignore[union-attr]
+    assert run.returncode == -signal.SIGKILL
+    # The next run sends the rest, starting again with the unanswered message.
+    assert subprocess.run(command, capture_output=True, timeout=60).returncode == 0
+    ids = [r.headers["X-Message-Id"] for r in server.stored]
+    in_flight = "s1:0:2026_11_24_19_20.out:log_tcp_complete:3"
+    assert ids[held_at] == ids[held_at + 1] == in_flight
+    assert len(ids) == len(reference) + 1 and len(set(ids)) == len(reference) == 19
+    assert sorted(r.body for r in server.stored[: held_at + 1] + server.stored[held_at + 2 :]) == (
+        sorted(line.encode() for line in reference)
+    )

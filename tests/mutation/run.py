@@ -279,6 +279,17 @@ MUTATIONS = [
         "if 200 <= response.status < 600:",
         ("tests/test_http_transport.py::test_client_error_fails_at_once",),
     ),
+    Mutation(
+        "http-window-widened",
+        "HTTP has a window of 1: a run stopped mid-way sends again only the message in flight",
+        "tstat_transport/transports/http.py",
+        "    window = 1\n",
+        "    window = 64\n",
+        (
+            "tests/test_http_transport.py::"
+            "test_tstat_send_over_http_has_one_message_in_flight_and_a_kill_resends_only_it",
+        ),
+    ),
     # -- README: how it works ------------------------------------------------------------
     Mutation(
         "newest-sent",
@@ -346,6 +357,31 @@ MUTATIONS = [
         "            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n",
         "            pass\n",
         (D + "test_overlapping_run_sends_nothing_and_says_why_at_verbose",),
+    ),
+    Mutation(
+        "check-config-sends",
+        "--check-config sends nothing and creates nothing",
+        "tstat_transport/cli.py",
+        "            return check_config(settings)\n",
+        "            check_config(settings)\n",
+        (D + "test_check_config_connects_and_sends_nothing",),
+    ),
+    Mutation(
+        "usage-problem-ignored",
+        "a usage error exits 2 before anything is touched",
+        "tstat_transport/cli.py",
+        "    problem = usage_problem(args) if usage_problem else None\n",
+        "    problem = None\n",
+        (D + "test_usage_and_config_errors_exit_2_before_anything_is_touched",),
+    ),
+    Mutation(
+        "lock-before-config",
+        "a configuration error exits 2 before anything is touched (not even a lock file)",
+        "tstat_transport/cli.py",
+        "    transport, settings = _load_transport(settings)\n    # Before the lock",
+        "    run_lock(settings.directory).__enter__()\n"
+        "    transport, settings = _load_transport(settings)\n    # Before the lock",
+        (D + "test_usage_and_config_errors_exit_2_before_anything_is_touched",),
     ),
     Mutation(
         "stdout-marks",

@@ -4,12 +4,15 @@ RabbitMQ cluster the tests start (tests/broker.py): the run fails over and nothi
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 
+import pika.exceptions
 import pytest
 from broker import Cluster, PrivateNode, Proxy
 from test_rabbit_transport import processed, write_config
@@ -97,6 +100,92 @@ def test_leader_node_lost_mid_run_delivers_every_flow(
     for props, body in arrived:  # a message sent twice is the same message
         assert bodies.setdefault(props.message_id, body) == body
     # Every message of the reference once, under one id each, whatever went twice.
+    assert sorted(canonical(json.loads(body)) for body in bodies.values()) == sorted(
+        canonical(message) for message in reference
+    )
+
+
+def declare_on(node: PrivateNode, queue: str) -> None:
+    """Declare the quorum queue through `node`: RabbitMQ puts its leader there."""
+    with node.connect() as conn:
+        conn.channel().queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+
+
+@pytest.mark.timeout(240)
+def test_leader_node_lost_while_connected_to_a_follower_delivers_every_flow(
+    cluster: Cluster, tstat_root, tmp_path, capsys
+) -> None:
+    # Twelve Tstat instances (ROOT/ethN), 228 messages: the run is still publishing when
+    # the leader's node is down, half a second to a second after its stop began.
+    full = tstat_root("full")
+    root = tmp_path / "root"
+    for i in range(12):
+        shutil.copytree(full, root / f"eth{i}")  # mtimes kept: settled
+    reference = reference_messages(root, capsys)
+    queue = f"tstat-test-{uuid.uuid4().hex[:12]}"
+    leader, follower, other = cluster.nodes
+    declare_on(leader, queue)
+    assert cluster.leader(queue) is leader
+    # The run connects to a follower through a proxy that holds the broker's replies once
+    # 8 messages are out, so that they are in flight when the leader's node begins to
+    # stop; the replies flow again from then on, and the run publishes the rest while the
+    # leader's node goes down (about half a second) and the queue elects another leader.
+    with Proxy(upstream=(follower.host, follower.port), hold_after_publish=8) as proxy:
+        hosts = ", ".join(
+            [f"127.0.0.1:{proxy.port}", *(f"{node.host}:{node.port}" for node in (other, leader))]
+        )
+        cfg = write_config(
+            tmp_path,
+            {"host": hosts, "queue": queue, "window": 4, "connect_retries": 3, "retry_delay": 1},
+            {"x-queue-type": "quorum", "durable": "true"},
+        )
+        run = subprocess.Popen(
+            send(cfg, root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        stopping = threading.Thread(target=leader.stop)
+        try:
+            deadline = time.monotonic() + 30
+            while proxy.publishes < 8 and run.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert proxy.publishes >= 8, (proxy.publishes, run.poll())
+            stopping.start()
+            proxy.release_replies()
+            times = [(time.time(), proxy.publishes)]  # the stop begun; the node down
+            stopping.join()
+            times.append((time.time(), proxy.publishes))
+            with pytest.raises(pika.exceptions.AMQPConnectionError):
+                leader.connect().close()  # it did stop
+            _, err = run.communicate(timeout=100)
+        finally:
+            proxy.release_replies()
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+            if stopping.ident is not None:  # the cluster whole again for whoever comes next
+                stopping.join()
+                leader.start()
+    # Kept by pytest: how many nacks, if any, and where in the run the leader stopped.
+    stamps = ", ".join(f"{t % 60:.3f}s ({n} published)" for t, n in times)
+    (tmp_path / "run.log").write_text(f"leader stop begun, leader node down at {stamps}\n{err}")
+    assert run.returncode == 0, err
+    assert times[-1][1] < len(reference), times  # the leader went down mid-run
+    # The node the run is connected to stayed up: the run went on without reconnecting,
+    # publishing again any message refused while the queue had no leader.
+    assert f"connected to rabbit 127.0.0.1:{proxy.port} " in err
+    assert "connecting again" not in err
+    if "nacked" in err:
+        assert "nacked; publishing it again" in err
+    # The three complete directories of each instance; the newest is still being written.
+    newest = max(p.name for p in full.glob("*.out"))
+    assert sorted(str(p.parent.relative_to(root)) for p in root.glob("*/*/.processed")) == sorted(
+        str(p.relative_to(root)) for p in root.glob("*/*.out") if p.name != newest
+    )
+    arrived = follower.drain(queue)
+    bodies: dict[str, bytes] = {}
+    for props, body in arrived:  # a message sent twice is the same message
+        assert bodies.setdefault(props.message_id, body) == body
+    # Every message of the reference arrived, under one id each, whatever went twice.
+    assert len(reference) == 12 * 19
     assert sorted(canonical(json.loads(body)) for body in bodies.values()) == sorted(
         canonical(message) for message in reference
     )

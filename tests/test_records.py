@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import by_hand_udp, jsonl_objects, raw_rows
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tstat_transport.cli import send_main
@@ -580,6 +580,26 @@ def test_unusual_but_valid_addresses_are_sent_as_written(data_dir):
 
 @settings(max_examples=300, deadline=None)
 @given(c=_ADDRESSES, s=_ADDRESSES, protocol=st.sampled_from(["tcp", "udp"]))
+# The edges of the two families, whichever way the fast path checks them.
+@example(c="0.0.0.0", s="10.0.0.1", protocol="tcp")
+@example(c="255.255.255.255", s="10.0.0.1", protocol="tcp")
+@example(c="256.1.1.1", s="10.0.0.1", protocol="tcp")
+@example(c="1.2.3.04", s="10.0.0.1", protocol="tcp")
+@example(c="01.2.3.4", s="10.0.0.1", protocol="tcp")
+@example(c="00.1.2.3", s="10.0.0.1", protocol="tcp")
+@example(c="1.2.3", s="10.0.0.1", protocol="tcp")
+@example(c="1.2.3.4.", s="10.0.0.1", protocol="tcp")
+@example(c=".1.2.3.4", s="10.0.0.1", protocol="tcp")
+@example(c="1..2.3", s="10.0.0.1", protocol="tcp")
+@example(c="1.2.3.4 ", s="10.0.0.1", protocol="tcp")
+@example(c="1.2.3.4\x00", s="10.0.0.1", protocol="tcp")
+@example(c="\uff11.2.3.4", s="10.0.0.1", protocol="tcp")
+@example(c="1.2.3.4%eth0", s="10.0.0.1", protocol="tcp")
+@example(c="::1.2.3.04", s="10.0.0.1", protocol="tcp")
+@example(c="::ffff:1.2.3.4", s="10.0.0.1", protocol="tcp")
+@example(c="1:2:3:4:5:6:7::", s="10.0.0.1", protocol="tcp")
+@example(c="::", s="10.0.0.1", protocol="tcp")
+@example(c="12345::1", s="10.0.0.1", protocol="tcp")
 def test_fast_path_and_reference_agree_on_any_address(data_dir, c, s, protocol):
     rel = {
         "tcp": "2026_11_24_19_22.out/log_tcp_complete",

@@ -59,6 +59,24 @@ def test_wrong_field_count_is_reported_and_skipped(tmp_path, tcp_lines, referenc
     assert f"{path}:11: bad row skipped: expected 134 fields, found 131" in caplog.text
 
 
+@pytest.mark.parametrize("count", [1, 109, 110, 111, 133, 135, 212])
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+def test_any_wrong_field_count_is_reported_with_it(
+    tmp_path, tcp_lines, reference, caplog, count, end
+):
+    """The reader splits a row only up to the last column it reads (109 of 134 here):
+    a count wrong before or after that point is caught all the same."""
+    lines = list(tcp_lines)
+    fields = lines[10].rstrip("\n").split(" ")
+    lines[10] = " ".join((fields + ["7"] * count)[:count]) + end
+    lines[11] = lines[11].replace("\n", end)  # a good CRLF row still goes out
+    path = write(tmp_path, lines)
+    objs, lf = read_all(path)
+    assert objs == without_row(reference, 10)
+    assert lf.stats.bad_rows == 1 and lf.stats.rows == 226
+    assert f"{path}:11: bad row skipped: expected 134 fields, found {count}" in caplog.text
+
+
 def test_non_numeric_value_is_reported_with_its_column(tmp_path, tcp_lines, reference, caplog):
     lines = list(tcp_lines)
     fields = lines[20].split(" ")

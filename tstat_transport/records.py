@@ -332,6 +332,19 @@ class RowConverter:
     encode: Callable[[Sequence[str]], list]  # the fast path: row -> JSON texts, or Unusual
     columns: dict[str, int]
 
+    def split_plan(self) -> tuple[int, int, int]:
+        """How a row is split for `encode`: (maxsplit, parts, spaces).
+
+        Neither converter reads a column past the last one of `columns`, so the ones
+        after it can stay one unsplit rest: row.split(" ", maxsplit) gives `parts`
+        items, the last holding `spaces` spaces, exactly when the row has ncols
+        columns. (-1, ncols, 0) when there is no rest worth keeping whole.
+        """
+        last = max(self.columns.values())
+        if last + 2 >= self.ncols:
+            return -1, self.ncols, 0
+        return last + 1, last + 2, self.ncols - last - 2
+
     def explain(self, fields: Sequence[str]) -> str:
         """Why `fields` could not be converted: the first column with a bad value."""
         if len(fields) != self.ncols:

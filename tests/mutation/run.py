@@ -325,6 +325,14 @@ MUTATIONS = [
         ("tests/test_reader.py::test_resume_between_the_two_directions_of_a_row",),
     ),
     Mutation(
+        "split-rest-unchecked",
+        "a bad row is counted, reported and skipped; the rest of the file still goes out",
+        "tstat_transport/reader.py",
+        'if len(fields) == parts and fields[-1].count(" ") == spaces:',
+        "if len(fields) == parts:",
+        ("tests/test_reader.py::test_any_wrong_field_count_is_reported_with_it",),
+    ),
+    Mutation(
         "udp-before-tcp",
         "all TCP flows of a directory go out before its UDP flows, as 0.6.5 sent them",
         "tstat_transport/sender.py",

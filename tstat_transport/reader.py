@@ -342,11 +342,12 @@ class LogFile:
                 cut, parts, spaces = conv.split_plan()
                 header_offset = row_offset
                 continue
-            # The columns past the last one read stay one string (see split_plan):
-            # fewer objects made for each row; the rare paths split it all.
-            fields = text[:-1].split(" ", cut)
-            if fields[-1][-1:] == "\r":
-                fields[-1] = fields[-1][:-1]
+            # The columns past the last one read stay one string with the line's end
+            # (see split_plan): fewer objects made for each row, and no copy without
+            # the newline nor look at a CR; the rare paths split it all.
+            fields = text.split(" ", cut)
+            if cut < 0:  # no rest: the last column is all the row's end
+                fields = _columns(text)
             rows += 1
             if len(fields) == parts and fields[-1].count(" ") == spaces:
                 try:

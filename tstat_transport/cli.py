@@ -15,11 +15,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator, NoReturn, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, NoReturn, Sequence
 
 from . import __version__, anonymize
 from .config import DEFAULT_SETTLE_SECONDS, ConfigFile, Settings
-from .cull import DEFAULT_TTL_HOURS, Candidate, CullReport, cull, describe
 from .directories import require_tstat_output, scan
 from .errors import (
     EXIT_BROKEN_PIPE,
@@ -36,12 +35,16 @@ from .errors import (
     TstatError,
 )
 from .logsetup import hide_secrets, setup_logging
-from .metrics import write_metrics
 from .progress import ProgressLine
 from .sender import Sender, check_ids, default_sensor
 from .state import run_lock
 from .stats import RunStats
 from .transports import BUILTIN, Transport, available, get_transport
+
+# tstat_cull's library and the metrics writer are imported where they are used: a
+# tstat_send run (or one without --metrics-file) does not carry their code.
+if TYPE_CHECKING:
+    from .cull import Candidate, CullReport
 
 log = logging.getLogger("tstat_transport")
 
@@ -493,6 +496,8 @@ def _send(args: argparse.Namespace) -> int:
     stats.finished = time.time()
     log.info("summary: %s exit=%d", stats.summary(), code)
     if args.metrics_file and settings is not None:
+        from .metrics import write_metrics
+
         try:
             write_metrics(Path(args.metrics_file), stats, code, settings)
         except TstatError as exc:
@@ -503,6 +508,8 @@ def _send(args: argparse.Namespace) -> int:
 
 def format_listing(candidate: Candidate) -> str:
     """One dry-run line: what would go, how old its marker is, how many bytes."""
+    from .cull import describe
+
     action = "would finish removing" if candidate.leftover else "would remove"
     return f"{action} {candidate.path} ({describe(candidate)})"
 
@@ -545,6 +552,8 @@ def _count(text: str) -> int:
 
 
 def build_cull_parser() -> _Parser:
+    from .cull import DEFAULT_TTL_HOURS
+
     parser = _Parser(
         prog="tstat_cull",
         description="Remove Tstat output directories that tstat_send marked processed "
@@ -602,6 +611,8 @@ def cull_main(argv: list[str] | None = None) -> int:
 
 
 def _cull(args: argparse.Namespace) -> int:
+    from .cull import cull
+
     if not args.dry_run:
         _warn_if_root_of_another_user(Path(args.directory))
     try:

@@ -564,3 +564,53 @@ def test_a_state_error_is_said_once(broker, queue_name, data_dir, tmp_path, caps
 
     assert code == 1
     assert err.count("no space left on device") == 1, err
+
+
+def _strptime_time(name: str) -> float | None:
+    """What name_time gave when it parsed with time.strptime (the reference)."""
+    import time
+
+    try:
+        return time.mktime(time.strptime(name[:16], "%Y_%m_%d_%H_%M"))
+    except (ValueError, OverflowError):
+        return None
+
+
+@pytest.mark.parametrize(
+    "name,valid",
+    [
+        ("2016_02_17_12_53.out", True),
+        ("2024_02_29_23_59.out", True),  # a leap year
+        ("2000_02_29_00_00.out", True),  # divisible by 400: leap
+        ("1900_02_29_00_00.out", False),  # by 100, not 400: not leap
+        ("2023_02_29_00_00.out", False),
+        ("2026_04_31_00_00.out", False),
+        ("2026_13_01_00_00.out", False),
+        ("2026_00_10_00_00.out", False),
+        ("2026_01_00_00_00.out", False),
+        ("2026_01_01_24_00.out", False),
+        ("2026_01_01_00_60.out", False),
+        ("0000_01_01_00_00.out", False),
+        ("2026_1_01_00_00.out", False),  # not Tstat's shape
+        ("2026_01_01_00_00.outx", False),
+    ],
+)
+def test_directory_names_are_dated_as_strptime_dated_them(name: str, valid: bool) -> None:
+    from tstat_transport.directories import is_tstat_name, name_time
+
+    got = name_time(name)
+    assert (got is not None) is valid
+    assert got == (_strptime_time(name) if is_tstat_name(name) else None)
+
+
+def test_every_day_and_time_of_four_years_is_dated_as_strptime_dated_it() -> None:
+    from tstat_transport.directories import name_time
+
+    names = [
+        f"{y:04d}_{m:02d}_{d:02d}_{h:02d}_{mi:02d}.out"
+        for y in (1999, 2000, 2024, 2100)
+        for m in range(0, 14)
+        for d in range(0, 33)
+        for h, mi in ((0, 0), (23, 59), (24, 0), (12, 60))
+    ]
+    assert [name_time(n) for n in names] == [_strptime_time(n) for n in names]

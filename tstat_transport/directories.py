@@ -96,13 +96,30 @@ class Scan:
         return len(self.directories)
 
 
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 def name_time(name: str) -> float | None:
-    """Unix time of a Tstat directory name (Tstat names it in local time); None if not a date."""
+    """Unix time of a Tstat directory name (Tstat names it in local time); None if not a date.
+
+    The date is checked here rather than by time.strptime, whose module (locale, calendar,
+    a dozen regexes) would be most of the memory a run adds to the interpreter's.
+    """
     match = TSTAT_NAME_RE.match(name)
     if match is None:
         return None
+    year, month, day, hour, minute = map(int, match.groups())
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not (
+        year >= 1
+        and 1 <= month <= 12
+        and 1 <= day <= _MONTH_DAYS[month - 1] + (month == 2 and leap)
+        and hour <= 23
+        and minute <= 59
+    ):
+        return None
     try:
-        return time.mktime(time.strptime(name[:16], "%Y_%m_%d_%H_%M"))
+        return time.mktime((year, month, day, hour, minute, 0, 0, 0, -1))
     except (ValueError, OverflowError):
         return None
 

@@ -23,6 +23,7 @@ import zlib
 from dataclasses import dataclass
 from operator import itemgetter
 from socket import AF_INET, AF_INET6, inet_pton
+from types import CodeType
 from typing import Any, Callable, Sequence
 
 from .anonymize import Anonymizer
@@ -375,6 +376,12 @@ def _used_columns(protocol: str, index: dict[str, int]) -> dict[str, int]:
     return {name: index[name] for name in dict.fromkeys(names)}
 
 
+# Encoders compiled in this process, by their source: every log of a root usually has
+# the same header, and compiling one costs a few ms (24 logs: ~50 ms of a run's CPU).
+_COMPILED: dict[str, CodeType] = {}
+_COMPILED_MAX = 64  # headers a run meets: a few; past this many, compile each time
+
+
 def compile_converter(protocol: str, names: Sequence[str], options: Options) -> RowConverter:
     """Build the row converters for a header (cleaned column names, in file order).
 
@@ -405,10 +412,15 @@ def compile_converter(protocol: str, names: Sequence[str], options: Options) -> 
     }
     # A real file name, so a traceback through the encoder shows its source lines.
     # crc32, not hashlib: importing hashlib maps OpenSSL, ~4 MB of RSS for a name.
-    digest = f"{zlib.crc32(fast.encode()):08x}"
-    filename = f"<tstat {protocol} encoder {digest}>"
-    _remember_source(filename, fast)
-    exec(compile(fast, filename, "exec"), namespace)  # noqa: S102
+    code = _COMPILED.get(fast)
+    if code is None:
+        digest = f"{zlib.crc32(fast.encode()):08x}"
+        filename = f"<tstat {protocol} encoder {digest}>"
+        _remember_source(filename, fast)
+        code = compile(fast, filename, "exec")
+        if len(_COMPILED) < _COMPILED_MAX:
+            _COMPILED[fast] = code
+    exec(code, namespace)  # noqa: S102
     return RowConverter(
         protocol, len(names), Reference(protocol, index, options), namespace["encode"], used
     )

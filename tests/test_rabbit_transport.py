@@ -920,6 +920,50 @@ def test_cli_full_queue_is_exit_1_with_the_hint(
     assert len(broker.fetch(queue_name)) == 3
 
 
+def test_cli_nacks_that_pass_are_retried_and_the_run_delivers_everything_once(
+    broker, queue_name, tstat_root, tmp_path, capsys
+) -> None:
+    # Issue 11.4 through the command line: the broker refuses (nacks) what does not fit
+    # a queue of 3 (reject-publish) while a consumer empties it; each refusal passes, so
+    # the run retries, ends 0 and every message arrives once.
+    import threading
+
+    root = tstat_root("full")
+    want = run_cli_stdout(root, capsys)
+    cfg = cli_config(
+        tmp_path,
+        broker_config(broker, queue_name, window=4, retry_delay=0.1, nack_retries=30),
+        {"x-max-length": 3, "x-overflow": "reject-publish"},
+    )
+    arrived: list[tuple[pika.BasicProperties, bytes]] = []
+    stop = threading.Event()
+
+    def consumer() -> None:
+        while not stop.is_set():
+            try:
+                arrived.extend(broker.fetch(queue_name))
+            except pika.exceptions.ChannelClosedByBroker:  # not declared by the run yet
+                pass
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    try:
+        code = run_cli(cfg, root, "-v")
+    finally:
+        stop.set()
+        thread.join()
+    arrived.extend(broker.fetch(queue_name))
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "nacked; publishing it again" in err  # refusals happened, and were retried
+    assert processed(root) == sorted(p.name for p in root.glob("*.out"))[:3]
+    ids = [props.message_id for props, _ in arrived]
+    assert len(ids) == len(set(ids)) == 19  # each message of the complete dirs once
+    got = sorted(json.dumps(o, sort_keys=True) for _, body in arrived for o in json.loads(body))
+    assert got == sorted(json.dumps(o, sort_keys=True) for o in want)
+
+
 def test_cli_broker_that_never_confirms_is_exit_75_and_keeps_progress(
     broker, queue_name, tstat_root, tmp_path, capsys
 ) -> None:

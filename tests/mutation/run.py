@@ -247,6 +247,15 @@ MUTATIONS = [
         (R + "test_nack_fails_and_reports_only_accepted_messages",),
     ),
     Mutation(
+        "nacks-not-retried",
+        "a nack that passes (a quorum queue electing a leader, a queue drained) is "
+        "retried nack_retries times, not taken as final",
+        "tstat_transport/transports/rabbit.py",
+        "        if times <= settings.nack_retries:\n",
+        "        if times <= 0:\n",
+        (R + "test_cli_nacks_that_pass_are_retried_and_the_run_delivers_everything_once",),
+    ),
+    Mutation(
         "multiple-ignored",
         "an ack with `multiple` confirms every message up to its tag (and never hangs)",
         "tstat_transport/transports/confirms.py",

@@ -641,3 +641,17 @@ def test_a_traceback_through_the_fast_encoder_shows_its_source_line(data_dir):
     text = "".join(traceback.format_exception(info.type, info.value, info.tb))
     assert "<tstat tcp encoder " in text
     assert "    c_bits = int(f[" in text  # the generated line itself, not just its number
+
+
+@pytest.mark.parametrize("packets,durat", [("-1", "200401"), ("-1", "250000"), ("-2", "900000")])
+def test_a_negative_rate_near_zero_keeps_its_sign_on_the_fast_path(data_dir, packets, durat):
+    # Found by the test above: -1 packet in 200.401 s is -0.00499 packets/s, which
+    # round(.., 2) makes -0.0; the fast rounding once wrote 0.0.
+    names, fields = real_row(data_dir, "full", "2026_11_24_19_22.out/log_tcp_complete", 2)
+    conv = compile_converter("tcp", names, Options(0, "s", 0))
+    fields[conv.columns["c_pkts_data"]] = packets
+    fields[conv.columns["durat"]] = durat
+    objects = conv.convert(fields)
+    reference = [json.dumps(o, separators=(",", ":"), allow_nan=False) for o in objects]
+    assert '"packets_per_second":-0.0' in reference[0]
+    assert conv.encode(fields) == reference

@@ -483,13 +483,15 @@ def _round3(var: str, expr: str, limit: str = "1e9") -> list[str]:
 
 def _round2(var: str, expr: str) -> list[str]:
     # The same for rates (computed values, not text); below 1e10 the error of v*100
-    # is far smaller than the 0.001 kept from a tie.
+    # is far smaller than the 0.001 kept from a tie. A negative rate (a negative count
+    # in a corrupt row) goes to round(): between -0.005 and 0 it is -0.0, where n / 100
+    # would give 0.0.
     return [
         f"v = {expr}",
         "y = v * 100.0 + 0.5",
         "n = int(y)",
         "d = y - n",
-        f"{var} = n / 100 if 0.001 < d < 0.999 and v < 1e10 else round(v, 2)",
+        f"{var} = n / 100 if 0.001 < d < 0.999 and 0.0 <= v < 1e10 else round(v, 2)",
     ]
 
 

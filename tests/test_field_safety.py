@@ -294,12 +294,21 @@ def test_a_header_with_one_column_more_than_its_rows_fails_the_directory(
     assert marked(root) == [D18, D22]
 
 
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gz"])
 @pytest.mark.parametrize("how", ["renamed over", "rewritten in place"])
 def test_a_log_replaced_after_partial_progress_is_sent_from_its_start(
-    broker, queue_name, tstat_root, tmp_path, capsys, data_dir, how
+    broker, queue_name, tstat_root, tmp_path, capsys, data_dir, how, compressed
 ):
+    import gzip
+
     root = tstat_root("inprogress")  # 19_20 is the live directory: its log ends mid-row
     live = root / D20 / "log_tcp_complete"
+    pack = gzip.compress if compressed else bytes
+    if compressed:  # Tstat -Z: the same rows in log_tcp_complete.gz
+        gz = live.with_name(live.name + ".gz")
+        gz.write_bytes(pack(live.read_bytes()))
+        live.unlink()
+        live = gz
     cfg = config(tmp_path, broker, queue_name)
     code, err = send(capsys, cfg, root, "--include-newest")
     assert code == 0, err
@@ -308,7 +317,7 @@ def test_a_log_replaced_after_partial_progress_is_sent_from_its_start(
     assert marked(root) == [D18]
 
     # The log is replaced by another, finished one (Tstat restarted, a copy by hand).
-    other = (data_dir / "full" / D22 / "log_tcp_complete").read_bytes()
+    other = pack((data_dir / "full" / D22 / "log_tcp_complete").read_bytes())
     if how == "renamed over":
         tmp = live.with_name("new")
         tmp.write_bytes(other)
@@ -324,6 +333,8 @@ def test_a_log_replaced_after_partial_progress_is_sent_from_its_start(
 
     assert code == 0, err
     why = {"renamed over": "the file was replaced (inode", "rewritten in place": "the rows before"}
+    if compressed:  # offsets count uncompressed bytes: its first compressed bytes tell
+        why["rewritten in place"] = "its first 4096 compressed bytes changed (rewritten in place)"
     (line,) = [line for line in err.splitlines() if f"{live}: {why[how]}" in line]
     assert line.endswith(" since the last run: sending it from the start")
     got = arrived(broker, queue_name)
@@ -564,6 +575,45 @@ def test_a_state_error_is_said_once(broker, queue_name, data_dir, tmp_path, caps
 
     assert code == 1
     assert err.count("no space left on device") == 1, err
+
+
+def test_a_gz_cut_short_under_its_progress_fails_its_directory_and_says_how_to_start_over(
+    broker, queue_name, tstat_root, tmp_path, capsys
+):
+    import gzip
+
+    root = tstat_root("inprogress")  # 19_20 is the live directory: its log ends mid-row
+    live = root / D20 / "log_tcp_complete"
+    gz = live.with_name(live.name + ".gz")
+    gz.write_bytes(gzip.compress(live.read_bytes()))
+    live.unlink()
+    cfg = config(tmp_path, broker, queue_name)
+    code, err = send(capsys, cfg, root, "--include-newest")
+    assert code == 0, err
+    assert per_directory(arrived(broker, queue_name))[D20] == 222  # the 111 whole rows
+    # The same file, cut short: its first bytes are the same, its rows end before the
+    # position recorded as sent.
+    with open(gz, "r+b") as f:
+        f.truncate(5000)
+    (root / D24).mkdir()  # Tstat moved on
+    settle(root)
+
+    code, err = send(capsys, cfg, root)
+
+    assert code == 1
+    (line,) = [line for line in err.splitlines() if "cannot resume" in line]
+    assert f"{gz}: cannot resume: it ends before byte " in line
+    assert line.endswith(
+        "(delete the directory's .tstat_send.state to send it again from its start): "
+        "file not sent"
+    )
+    assert marked(root) == [D18]
+    assert arrived(broker, queue_name) == {}  # nothing of it went twice
+    # Done as the line says, the next run sends what the cut file still holds.
+    (root / D20 / STATE_NAME).unlink()
+    code, err = send(capsys, cfg, root)
+    assert "truncated gzip stream" in err and marked(root) == [D18]
+    assert 0 < per_directory(arrived(broker, queue_name))[D20] < 222
 
 
 def _strptime_time(name: str) -> float | None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .records import LogFormatError, Options, RowConverter, compile_converter
+from .state import STATE_NAME
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -45,6 +46,8 @@ MESSAGE_TEXT_LIMIT = MAX_MESSAGE_BYTES - CHUNK_SIZE - 1
 POLL_ROWS = 20_000
 # Bad rows reported one by one per file; past that, one line with the total.
 MAX_REPORTED = 10
+# What an operator does about a log that cannot be resumed.
+_START_OVER = f" (delete the directory's {STATE_NAME} to send it again from its start)"
 
 
 @dataclass(frozen=True)
@@ -249,7 +252,7 @@ class LogFile:
         except (LogFormatError, EOFError) as exc:
             raise LogFormatError(
                 f"{self.path}: cannot resume: the header at byte {start.header_offset} is "
-                f"gone ({exc}); the file changed since the last run"
+                f"gone ({exc}); the file changed since the last run{_START_OVER}"
             ) from None
         try:
             reached = f.seek(start.offset)
@@ -258,7 +261,7 @@ class LogFile:
         if reached != start.offset:
             raise LogFormatError(
                 f"{self.path}: cannot resume: it ends before byte {start.offset}, recorded "
-                "as read; the file changed since the last run"
+                f"as read; the file changed since the last run{_START_OVER}"
             )
         return conv, start.header_offset, start.offset, start.line
 

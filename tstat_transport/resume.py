@@ -27,6 +27,10 @@ COUNTS = ("messages", "objects", "rows", "bad_rows")
 # Bytes before the resume offset that must read the same for the progress to apply.
 TAIL_BYTES = 64
 MAX_HEADER_BYTES = 65536
+# A .gz log is told from another by its first compressed bytes: a writer only appends
+# to a gzip stream, and they hold the start of the rows (a restarted Tstat -Z that
+# rewrites the file in place writes other ones).
+GZ_PREFIX_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -67,20 +71,28 @@ def _checked_entry(entry: object) -> dict[str, Any] | None:
         if type(entry["inode"]) is not int:
             return None
         checked["inode"] = entry["inode"]
-    for key in ("header_sha1", "tail_sha1"):
+    for key in ("header_sha1", "tail_sha1", "gz_prefix_sha1"):
         if key in entry:
             if not isinstance(entry[key], str):
                 return None
             checked[key] = entry[key]
+    if "gz_prefix_bytes" in entry:
+        if type(entry["gz_prefix_bytes"]) is not int or entry["gz_prefix_bytes"] < 0:
+            return None
+        checked["gz_prefix_bytes"] = entry["gz_prefix_bytes"]
     return checked
 
 
-def fingerprint(path: Path, pos: Position) -> dict[str, str] | None:
-    """Digests of the header line in force at `pos` and of the bytes just before it,
-    enough to tell that a file is still the one the progress was recorded for.
+def _sha1(data: bytes) -> str:
+    # Imported here: hashlib maps OpenSSL (~4 MB of RSS), which a -N run never needs.
+    import hashlib
 
-    None if the file cannot be read as a regular file (never blocks on a FIFO).
-    """
+    return hashlib.sha1(data).hexdigest()
+
+
+def _pread(path: Path, pieces: list[tuple[int, int]]) -> list[bytes] | None:
+    """The bytes of `path` at each (length, offset), or None if it cannot be read as a
+    regular file (the open never blocks on a FIFO)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
@@ -88,20 +100,30 @@ def fingerprint(path: Path, pos: Position) -> dict[str, str] | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        header = os.pread(fd, MAX_HEADER_BYTES, pos.header_offset).split(b"\n", 1)[0]
-        start = max(pos.header_offset, pos.offset - TAIL_BYTES)
-        tail = os.pread(fd, pos.offset - start, start)
+        return [os.pread(fd, length, offset) for length, offset in pieces]
     except OSError:
         return None
     finally:
         os.close(fd)
-    # Imported here: hashlib maps OpenSSL (~4 MB of RSS), which a -N run never needs.
-    import hashlib
 
-    return {
-        "header_sha1": hashlib.sha1(header).hexdigest(),
-        "tail_sha1": hashlib.sha1(tail).hexdigest(),
-    }
+
+def gz_fingerprint(path: Path, length: int = GZ_PREFIX_BYTES) -> dict[str, Any] | None:
+    """The digest of a compressed log's first `length` bytes (fewer if it is shorter)."""
+    got = _pread(path, [(length, 0)])
+    if got is None:
+        return None
+    return {"gz_prefix_sha1": _sha1(got[0]), "gz_prefix_bytes": len(got[0])}
+
+
+def fingerprint(path: Path, pos: Position) -> dict[str, str] | None:
+    """Digests of the header line in force at `pos` and of the bytes just before it,
+    enough to tell that a file is still the one the progress was recorded for."""
+    start = max(pos.header_offset, pos.offset - TAIL_BYTES)
+    got = _pread(path, [(MAX_HEADER_BYTES, pos.header_offset), (pos.offset - start, start)])
+    if got is None:
+        return None
+    header = got[0].split(b"\n", 1)[0]
+    return {"header_sha1": _sha1(header), "tail_sha1": _sha1(got[1])}
 
 
 def _describe_change(key: str, old: Any, new: Any) -> str:
@@ -233,12 +255,7 @@ class DirectoryState:
         changed = self._changed(entry, pos, self._read[log_name], size)
         if changed is None:
             return ResumePoint(pos, entry["messages"], entry["rows"], entry["bad_rows"])
-        log.warning(
-            "%s/%s: %s since the last run: sending it from the start",
-            self.directory,
-            log_name,
-            changed,
-        )
+        log.warning("%s: %s since the last run: sending it from the start", path, changed)
         # The new file's chunks get numbers after the old one's: the same message id
         # for different flows would make a consumer drop them as duplicates.
         number = entry["messages"]
@@ -272,6 +289,13 @@ class DirectoryState:
                 return f"the header at byte {pos.header_offset} changed"
             if now["tail_sha1"] != entry["tail_sha1"]:
                 return f"the rows before byte {pos.offset} changed"
+        if "gz_prefix_sha1" in entry and not opened.bytes_comparable:
+            length = entry.get("gz_prefix_bytes", GZ_PREFIX_BYTES)
+            prints = gz_fingerprint(opened.path, length)
+            if prints is None:
+                return "the file cannot be read back where the progress was recorded"
+            if prints != {"gz_prefix_sha1": entry["gz_prefix_sha1"], "gz_prefix_bytes": length}:
+                return f"its first {length} compressed bytes changed (rewritten in place)"
         return None
 
     def confirm(
@@ -308,9 +332,12 @@ class DirectoryState:
             entry = self.files[log_name]
             opened = self._read.get(log_name)
             pos = Position.from_json(entry)
-            if opened is None or not opened.bytes_comparable or pos is None:
+            if opened is None or pos is None:
                 continue
-            prints = fingerprint(opened.path, pos)
+            if opened.bytes_comparable:
+                prints = fingerprint(opened.path, pos)
+            else:
+                prints = gz_fingerprint(opened.path)
             if prints is not None:
                 entry.update(prints)
         self._unprinted.clear()

@@ -247,6 +247,29 @@ MUTATIONS = [
         (R + "test_nack_fails_and_reports_only_accepted_messages",),
     ),
     Mutation(
+        "rewritten-log-resumed",
+        "a log rewritten in place after partial progress is sent from its start, not "
+        "resumed in the middle of other rows",
+        "tstat_transport/resume.py",
+        '            if now["tail_sha1"] != entry["tail_sha1"]:\n',
+        "            if False:\n",
+        (
+            "tests/test_field_safety.py::"
+            "test_a_log_replaced_after_partial_progress_is_sent_from_its_start",
+        ),
+    ),
+    Mutation(
+        "rewritten-gz-resumed",
+        "a .gz log rewritten in place after partial progress is sent from its start",
+        "tstat_transport/resume.py",
+        '        if "gz_prefix_sha1" in entry and not opened.bytes_comparable:\n',
+        "        if False:\n",
+        (
+            "tests/test_field_safety.py::"
+            "test_a_log_replaced_after_partial_progress_is_sent_from_its_start",
+        ),
+    ),
+    Mutation(
         "nacks-not-retried",
         "a nack that passes (a quorum queue electing a leader, a queue drained) is "
         "retried nack_retries times, not taken as final",

@@ -604,8 +604,7 @@ def test_a_gz_cut_short_under_its_progress_fails_its_directory_and_says_how_to_s
     (line,) = [line for line in err.splitlines() if "cannot resume" in line]
     assert f"{gz}: cannot resume: it ends before byte " in line
     assert line.endswith(
-        "(delete the directory's .tstat_send.state to send it again from its start): "
-        "file not sent"
+        "(delete the directory's .tstat_send.state to send it again from its start): file not sent"
     )
     assert marked(root) == [D18]
     assert arrived(broker, queue_name) == {}  # nothing of it went twice

@@ -202,6 +202,21 @@ def register(monkeypatch, **faults) -> type[FaultyTransport]:
 # -- flow values worked out by hand from the raw columns (doc/message-format.md) ---------
 
 
+# The values of a TCP object at Tstat's core level (#00#), in order: what every level has.
+CORE_TCP = [
+    "duration",
+    "num_bits",
+    "num_packets",
+    "bits_per_second",
+    "packets_per_second",
+    "tcp_rexmit_bytes",
+    "tcp_rexmit_pkts",
+    "tcp_rexmit_rate",
+    "tcp_syn_cnt",
+    "tcp_out_seq_pkts",
+]
+
+
 def raw_rows(root: Path, log: str) -> dict[tuple[str, int], dict[str, str]]:
     """Every row of `log` in every directory, as column name -> text, keyed by client.
 

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import by_hand_udp, jsonl_objects, raw_rows
+from helpers import CORE_TCP, by_hand_udp, jsonl_objects, raw_rows
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -332,25 +332,13 @@ def test_each_level_gives_the_same_flows(data_dir, tmp_path, tstat_root):
     core = run_n(tstat_root("core"))
     assert len(full) == len(advanced) == len(core) == 1998
     assert Counter(map(_key, full)) == Counter(map(_key, advanced))
-    core_keys = [
-        "duration",
-        "num_bits",
-        "num_packets",
-        "bits_per_second",
-        "packets_per_second",
-        "tcp_rexmit_bytes",
-        "tcp_rexmit_pkts",
-        "tcp_rexmit_rate",
-        "tcp_syn_cnt",
-        "tcp_out_seq_pkts",
-    ]
     tcp_core = [o for o in core if o["meta"]["protocol"] == "tcp"]
-    assert tcp_core and all(list(o["values"]) == core_keys for o in tcp_core)
+    assert tcp_core and all(list(o["values"]) == CORE_TCP for o in tcp_core)
     stripped = []
     for obj in full:
         obj = json.loads(json.dumps(obj))
         if obj["meta"]["protocol"] == "tcp":
-            obj["values"] = {k: obj["values"][k] for k in core_keys}
+            obj["values"] = {k: obj["values"][k] for k in CORE_TCP}
         stripped.append(obj)
     assert Counter(map(_key, stripped)) == Counter(map(_key, core))
 

@@ -10,22 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import by_hand_tcp, by_hand_udp, jsonl_objects, ms, raw_rows
+from helpers import CORE_TCP, by_hand_tcp, by_hand_udp, jsonl_objects, ms, raw_rows
 
 from tstat_transport.cli import send_main
 
-CORE_TCP = [
-    "duration",
-    "num_bits",
-    "num_packets",
-    "bits_per_second",
-    "packets_per_second",
-    "tcp_rexmit_bytes",
-    "tcp_rexmit_pkts",
-    "tcp_rexmit_rate",
-    "tcp_syn_cnt",
-    "tcp_out_seq_pkts",
-]
 UDP = ["duration", "num_bits", "num_packets", "bits_per_second", "packets_per_second"]
 
 # Real flows of the capture, by client address and port: an HTTP GET (IPv4), one over

@@ -336,6 +336,8 @@ class DirectoryState:
                 continue
             if opened.bytes_comparable:
                 prints = fingerprint(opened.path, pos)
+            elif entry.get("gz_prefix_bytes") == GZ_PREFIX_BYTES:
+                continue  # taken whole already (and checked at start): it cannot change
             else:
                 prints = gz_fingerprint(opened.path)
             if prints is not None:

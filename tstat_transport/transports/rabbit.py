@@ -494,8 +494,7 @@ class RabbitTransport(Transport):
         if not self._outgoing:
             return
         frames = b"".join(self._outgoing)
-        self._outgoing.clear()
-        self._outgoing_bytes = 0
+        self._drop_outgoing()
         if self._conn is not None:
             self._conn._output_marshaled_frames([frames])
 

@@ -270,6 +270,17 @@ MUTATIONS = [
         ),
     ),
     Mutation(
+        "held-frames-not-written",
+        "messages held for one write go out before the sender waits for their confirms",
+        "tstat_transport/transports/rabbit.py",
+        '        """Run the I/O loop until `stop()` (True) or until time.monotonic() passes '
+        '`deadline`."""\n        loop = self._loop\n        assert loop is not None\n'
+        "        self._write_out()\n",
+        '        """Run the I/O loop until `stop()` (True) or until time.monotonic() passes '
+        '`deadline`."""\n        loop = self._loop\n        assert loop is not None\n',
+        (D + "test_clean_run_delivers_every_flow_and_marks",),
+    ),
+    Mutation(
         "nacks-not-retried",
         "a nack that passes (a quorum queue electing a leader, a queue drained) is "
         "retried nack_retries times, not taken as final",
